@@ -1,0 +1,3 @@
+"""ampd: blockchain data extraction to Parquet, coordinated through PostgreSQL."""
+
+__version__ = "0.1.0"
