@@ -1,0 +1,212 @@
+"""The `ampd` command: solo, controller, worker, server, migrate.
+
+Exit codes: 0 after a graceful shutdown, 1 for an invalid configuration or any error during
+operation (one line on stderr first), 2 for a command-line usage error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from ampd import __version__
+from ampd.config import Config, ConfigError, load_config
+from ampd.logs import get_logger, setup_logging
+
+log = get_logger("cli")
+
+_NODE_ID = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
+_CONFIG_HELP = "Path of the TOML config file [env: AMP_CONFIG]."
+
+
+def fail(message: str) -> NoReturn:
+    """Print one `error:` line on stderr and exit 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _load(config_path: Path | None, **kwargs: object) -> Config:
+    try:
+        return load_config(config_path, **kwargs)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _require_config(ctx: click.Context, command: str) -> Config:
+    path = ctx.obj["config"]
+    if path is None:
+        fail(f"`ampd {command}` needs a config file: pass --config PATH or set AMP_CONFIG")
+    return _load(path)
+
+
+def _require_db_url(config: Config, command: str) -> str:
+    if config.metadata_db.url is None:
+        fail(
+            f"`ampd {command}` needs metadata_db.url in the config file "
+            "(or AMP_CONFIG_METADATA_DB__URL)"
+        )
+    return config.metadata_db.url
+
+
+def _selected(flags: dict[str, bool], all_services: tuple[str, ...]) -> frozenset[str]:
+    """No service flag given: all of them; any given: only those."""
+    chosen = frozenset(name for name, on in flags.items() if on)
+    return chosen or frozenset(all_services)
+
+
+def _service_flag(name: str, env: str, what: str):  # noqa: ANN202 - click decorator
+    return click.option(
+        f"--{name}",
+        is_flag=True,
+        default=False,
+        envvar=env,
+        help=f"Run the {what} [env: {env}]. Without any service flag, all services run.",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="AMP_CONFIG",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=_CONFIG_HELP,
+)
+@click.version_option(__version__, prog_name="ampd")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """ampd extracts blockchain data into Parquet files, coordinated through a PostgreSQL
+    metadata database, and serves it over SQL.
+
+    Log level: AMP_LOG=error|warn|info|debug|trace (default info).
+    """
+    try:
+        setup_logging()
+    except ValueError as exc:
+        fail(str(exc))
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+@cli.command()
+@click.option(
+    "--amp-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="AMP_DIR",
+    help="Folder for data, providers, manifests and the managed database "
+    "[env: AMP_DIR; default: ./.amp].",
+)
+@_service_flag("flight-server", "AMP_FLIGHT_SERVER", "Arrow Flight query server (port 1602)")
+@_service_flag("jsonl-server", "AMP_JSONL_SERVER", "JSON Lines query server (port 1603)")
+@_service_flag("admin-server", "AMP_ADMIN_SERVER", "Admin API (port 1610)")
+@click.pass_context
+def solo(
+    ctx: click.Context,
+    amp_dir: Path | None,
+    flight_server: bool,
+    jsonl_server: bool,
+    admin_server: bool,
+) -> None:
+    """Run everything in one process: controller, an embedded worker (node id `worker`),
+    query servers, and a managed PostgreSQL in AMP_DIR/metadb unless metadata_db.url is set.
+
+    Config: --config, else AMP_DIR/config.toml, else built-in defaults.
+    """
+    from ampd.metadb.managed import ManagedPostgresError
+    from ampd.metadb.migrate import MigrationError
+    from ampd.solo import SoloError, SoloOptions, run_solo
+
+    amp_dir = (amp_dir or Path.cwd() / ".amp").resolve()
+    config_path = ctx.obj["config"]
+    if config_path is None and (amp_dir / "config.toml").is_file():
+        config_path = amp_dir / "config.toml"
+    config = _load(config_path, base_dir=amp_dir, solo=True)
+    services = _selected(
+        {"flight": flight_server, "jsonl": jsonl_server, "admin": admin_server},
+        ("admin", "jsonl", "flight"),
+    )
+    _run(
+        run_solo(SoloOptions(amp_dir=amp_dir, config=config, services=services)),
+        SoloError,
+        ManagedPostgresError,
+        MigrationError,
+    )
+
+
+@cli.command()
+@click.pass_context
+def controller(ctx: click.Context) -> None:
+    """Run the controller: the Admin API (port 1610) and the job scheduler."""
+    config = _require_config(ctx, "controller")
+    _require_db_url(config, "controller")
+    fail("the controller service is not implemented in this version of ampd")
+
+
+@cli.command()
+@click.option(
+    "--node-id",
+    envvar="AMP_NODE_ID",
+    help="Unique id of this worker, e.g. worker-01 [env: AMP_NODE_ID].",
+)
+@click.pass_context
+def worker(ctx: click.Context, node_id: str | None) -> None:
+    """Run a worker: register, heartbeat, take assigned segments and extract them."""
+    config = _require_config(ctx, "worker")
+    if not node_id:
+        fail("`ampd worker` needs a node id: pass --node-id ID or set AMP_NODE_ID")
+    if not _NODE_ID.match(node_id):
+        fail(
+            f"invalid node id {node_id!r}: expected a letter followed by letters, digits, "
+            "'_', '.' or '-'"
+        )
+    _require_db_url(config, "worker")
+    fail("the worker service is not implemented in this version of ampd")
+
+
+@cli.command()
+@_service_flag("flight-server", "AMP_FLIGHT_SERVER", "Arrow Flight query server")
+@_service_flag("jsonl-server", "AMP_JSONL_SERVER", "JSON Lines query server")
+@click.pass_context
+def server(ctx: click.Context, flight_server: bool, jsonl_server: bool) -> None:
+    """Serve SQL queries over the extracted data (JSON Lines and Arrow Flight)."""
+    config = _require_config(ctx, "server")
+    _require_db_url(config, "server")
+    fail("the query server is not implemented in this version of ampd")
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply the metadata database schema migrations, then exit."""
+    from ampd.metadb.migrate import MigrationError
+    from ampd.metadb.migrate import migrate as apply_migrations
+
+    config = _require_config(ctx, "migrate")
+    url = _require_db_url(config, "migrate")
+    _run(apply_migrations(url), MigrationError)
+
+
+def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001
+    """Run a command's coroutine; expected errors and database errors exit 1 with one line."""
+    import psycopg
+
+    try:
+        asyncio.run(coro)
+    except (*expected, psycopg.Error, OSError) as exc:
+        fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the spec's exit code 1 with one line
+        log.debug("unexpected error", exc_info=True)
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    cli(prog_name="ampd")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What every long-running ampd process shares: signal handling and HTTP serving."""

@@ -1,0 +1,99 @@
+"""`ampd solo`: every service in one process, on a managed PostgreSQL unless a URL is set.
+
+Layout of the amp dir: `data/`, `providers/`, `manifests/`, `metadb/` (managed cluster),
+`config.toml` (optional). One solo per amp dir: a lock file refuses a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ampd.config import Config
+from ampd.controller.admin_api import create_app
+from ampd.logs import get_logger
+from ampd.metadb.managed import ManagedPostgres
+from ampd.metadb.migrate import migrate
+from ampd.runtime.http import HttpService
+from ampd.runtime.signals import ShutdownSignal
+
+log = get_logger("solo")
+
+SERVICES = ("admin", "jsonl", "flight")
+# Services whose implementation exists in this version.
+_AVAILABLE = {"admin"}
+
+
+class SoloError(Exception):
+    """Solo cannot start: the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SoloOptions:
+    amp_dir: Path
+    config: Config
+    services: frozenset[str]
+
+
+def prepare_amp_dir(amp_dir: Path, config: Config) -> None:
+    """Create the amp dir and the local folders the config points at."""
+    amp_dir.mkdir(parents=True, exist_ok=True)
+    folders = [config.providers_dir, config.manifests_dir]
+    if config.is_local_data_dir:
+        folders.append(config.data_dir)
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def _lock_amp_dir(amp_dir: Path) -> int:
+    fd = os.open(amp_dir / ".solo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SoloError(f"another ampd solo is running with amp dir {amp_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+async def run_solo(options: SoloOptions) -> None:
+    """Run until SIGINT/SIGTERM, then stop every service and the managed PostgreSQL."""
+    missing = sorted(options.services - _AVAILABLE)
+    if missing and not (options.services & _AVAILABLE):
+        raise SoloError(
+            f"the {', '.join(missing)} service is not implemented in this version of ampd"
+        )
+    for name in missing:
+        log.warning("the %s service is not implemented in this version of ampd; not started", name)
+
+    prepare_amp_dir(options.amp_dir, options.config)
+    lock_fd = _lock_amp_dir(options.amp_dir)
+    managed: ManagedPostgres | None = None
+    shutdown = ShutdownSignal(on_second=lambda: managed.kill() if managed else None)
+    shutdown.install()
+    services: list[HttpService] = []
+    try:
+        url = options.config.metadata_db.url
+        if url is None:
+            managed = ManagedPostgres(options.amp_dir / "metadb")
+            url = await asyncio.to_thread(managed.start)
+            log.info("metadata database: %s", url)
+        if options.config.metadata_db.auto_migrate:
+            await migrate(url)
+        if "admin" in options.services:
+            services.append(HttpService("admin API", create_app(), options.config.admin_api_addr))
+        for service in services:
+            await service.start()
+        log.info("ampd solo is up (amp dir %s)", options.amp_dir)
+        await shutdown.wait()
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        if managed is not None:
+            await asyncio.to_thread(managed.stop)
+        os.close(lock_fd)
+    log.info("ampd solo stopped")
