@@ -250,7 +250,7 @@ class EvmRpcClient:
             if self.max_attempts is not None and attempt >= self.max_attempts:
                 raise RetriesExhaustedError(self.name, self.url, reason, attempt, first_method)
             delay = self._backoff(attempt)
-            self._log_retry(failed, calls, delay, attempt + 1)
+            self._log_retry(failed, calls, len(pending), delay, attempt + 1)
             await asyncio.sleep(delay)
             pending = [i for i, _ in failed]
         raise AssertionError("unreachable")
@@ -313,7 +313,12 @@ class EvmRpcClient:
         return backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
 
     def _log_retry(
-        self, failed: list[tuple[int, str]], calls: list[Call], delay: float, attempt: int
+        self,
+        failed: list[tuple[int, str]],
+        calls: list[Call],
+        sent: int,
+        delay: float,
+        attempt: int,
     ) -> None:
         methods = Counter(calls[i][0] for i, _ in failed)
         reasons = list(dict.fromkeys(reason for _, reason in failed))
@@ -321,10 +326,11 @@ class EvmRpcClient:
             f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
         )
         log.warning(
-            "provider '%s' (%s): %d of %s failed, retrying in %.2fs (attempt %d): %s",
+            "provider '%s' (%s): %d of %d calls failed (%s), retrying in %.2fs (attempt %d): %s",
             self.name,
             self.url,
             len(failed),
+            sent,
             ", ".join(f"{m} x{n}" for m, n in methods.items()),
             delay,
             attempt,

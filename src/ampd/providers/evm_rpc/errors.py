@@ -67,10 +67,11 @@ class TransportFailure(Exception):
 
 
 def status_failure(status: int, phrase: str, body: bytes) -> TransportFailure:
-    """Classify an HTTP status other than 200: 408, 429 and 5xx are transient, other 4xx not."""
+    """Classify an HTTP status other than 200: 408, 429 and 5xx are transient; 3xx and other
+    4xx are not (a moved or refused endpoint is a configuration problem)."""
     snippet = body[:200].decode(errors="replace").strip()
     reason = f"HTTP {status} {phrase}".rstrip() + (f": {snippet}" if snippet else "")
-    retryable = status in (408, 429) or status >= 500 or status < 400
+    retryable = status in (408, 429) or status >= 500 or status < 300
     if status in (401, 403):
         reason += " (check auth_token and auth_header)"
     return TransportFailure(reason, status=status, retryable=retryable)
