@@ -1,0 +1,395 @@
+"""Writes one table revision's rows into Parquet files, block range by block range.
+
+A TableWriter takes record batches for consecutive blocks, together with the blocks they
+cover (every block is accounted for, with or without rows). It buffers up to one row group
+in memory, writes row groups into a staging file as it goes, and closes the file (footer
+metadata, then into the store) when the file reaches `max_file_bytes`, when the writer's
+last block is written, when `flush_interval_secs` have passed with rows in the file, or when
+the caller asks (`close_file`, near the chain head). Memory stays bounded by the row group
+size whatever the length of the range.
+"""
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ampd.storage.file_metadata import BlockRange, FileMetadata, read_footer
+from ampd.storage.paths import TableLocation, file_name
+from ampd.storage.store import ObjectStore
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+_COMPRESSION = re.compile(r"^(zstd|gzip|brotli|lz4|snappy|uncompressed)(?:\((-?\d+)\))?$")
+_LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "brotli": (0, 11)}
+
+
+class InvalidCompression(ValueError):
+    """A `[writer] compression` value we cannot write."""
+
+
+def parse_compression(spec: str) -> tuple[str, int | None]:
+    """`"zstd(3)"` -> `("zstd", 3)`, `"lz4"` -> `("lz4", None)`, `"uncompressed"` -> `("none", None)`.
+
+    Accepts Amp's values (`zstd(N)` with N in 1..22, `zstd`, `lz4`, `gzip`, `brotli`, `snappy`,
+    `uncompressed`, any case) plus `gzip(N)` and `brotli(N)`. Raises InvalidCompression.
+    """
+    text = spec.strip().lower() if isinstance(spec, str) else ""
+    match = _COMPRESSION.match(text)
+    if match is None:
+        raise InvalidCompression(
+            f"unknown compression {spec!r}; expected zstd(N), lz4, gzip, brotli, snappy "
+            "or uncompressed"
+        )
+    codec, level_text = match.group(1), match.group(2)
+    if level_text is None:
+        return ("none" if codec == "uncompressed" else codec), (1 if codec == "zstd" else None)
+    if codec not in _LEVELS:
+        raise InvalidCompression(f"compression {spec!r}: {codec} takes no level")
+    low, high = _LEVELS[codec]
+    level = int(level_text)
+    if not low <= level <= high:
+        raise InvalidCompression(f"compression {spec!r}: {codec} level must be {low}..{high}")
+    return codec, level
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """The `[writer]` config section, in bytes and seconds."""
+
+    compression: str = "zstd(1)"
+    max_row_group_bytes: int = 512 * MiB
+    max_file_bytes: int = 2 * GiB
+    flush_interval_secs: float = 600.0
+
+    def __post_init__(self) -> None:
+        parse_compression(self.compression)
+        if self.max_row_group_bytes <= 0 or self.max_file_bytes <= 0:
+            raise ValueError("max_row_group_bytes and max_file_bytes must be positive")
+        if self.flush_interval_secs <= 0:
+            raise ValueError("flush_interval_secs must be positive")
+
+    @classmethod
+    def from_config(cls, writer: Any) -> "WriterSettings":
+        """From a config object with `compression`, `max_row_group_mb`, `bytes` and
+        `segment_flush_interval_secs` (the `[writer]` section)."""
+        return cls(
+            compression=writer.compression,
+            max_row_group_bytes=int(writer.max_row_group_mb) * MiB,
+            max_file_bytes=int(writer.bytes),
+            flush_interval_secs=float(writer.segment_flush_interval_secs),
+        )
+
+
+class Block(Protocol):
+    """What the writer needs to know about each block (e.g. convert.BlockHeader)."""
+
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class ClosedFile:
+    """A finished file, in the store, ready to be committed to the metadata DB."""
+
+    table: str
+    start_block: int
+    end_block: int
+    prev_hash: str  # parent hash of the first block, 0x hex
+    hash: str  # hash of the last block, 0x hex
+    timestamp: int | None  # last block's timestamp, seconds
+    rows: int
+    bytes: int  # object size
+    key: str
+    url: str
+    file_name: str
+    metadata: dict[str, Any]  # the footer's nozzle_metadata
+
+
+class _OpenFile:
+    """The file being written: a staging file, its writer and what it covers so far."""
+
+    def __init__(
+        self,
+        path,
+        writer: pq.ParquetWriter,
+        sink: pa.NativeFile,
+        name: str,
+        first: Block,
+        opened_at: float,
+    ):
+        self.path = path
+        self.writer = writer
+        self.sink = sink
+        self.name = name
+        self.first = first
+        self.last = first
+        self.opened_at = opened_at
+        self.rows = 0
+        self.buffer: list[pa.RecordBatch] = []
+        self.buffered_bytes = 0
+        self.flushed_arrow_bytes = 0
+        self.finished = False  # footer written; only the put into the store is left
+
+    def estimated_bytes(self) -> int:
+        written = self.sink.tell()
+        # Scale the unencoded buffer by the compression seen so far (1:1 before any).
+        ratio = written / self.flushed_arrow_bytes if self.flushed_arrow_bytes else 1.0
+        return written + int(self.buffered_bytes * ratio)
+
+
+class TableWriter:
+    """Writes one table of one revision. Not safe for concurrent calls: await each in turn."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        location: TableLocation,
+        schema: pa.Schema,
+        network: str,
+        settings: WriterSettings = WriterSettings(),
+        *,
+        end_block: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.location = location
+        self.schema = schema
+        self.network = network
+        self.settings = settings
+        self.end_block = end_block
+        self._clock = clock
+        self._codec, self._level = parse_compression(settings.compression)
+        self._file: _OpenFile | None = None
+        self._previous: Block | None = None  # last block written, across files
+
+    @property
+    def table(self) -> str:
+        return self.location.table
+
+    @property
+    def current_range(self) -> tuple[int, int] | None:
+        """First and last block of the open file, or None."""
+        f = self._file
+        return None if f is None else (f.first.number, f.last.number)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self._file is None else self._file.rows
+
+    @property
+    def estimated_bytes(self) -> int:
+        return 0 if self._file is None else self._file.estimated_bytes()
+
+    @property
+    def flush_due(self) -> bool:
+        """True once the open file has rows and is older than the flush interval."""
+        f = self._file
+        return (
+            f is not None
+            and f.rows > 0
+            and self._clock() - f.opened_at >= self.settings.flush_interval_secs
+        )
+
+    async def write(
+        self, batch: pa.RecordBatch | pa.Table | None, blocks: Sequence[Block]
+    ) -> ClosedFile | None:
+        """Add the rows of `blocks` (consecutive, following the previous call's) to the file.
+
+        `batch` may be None or empty when the blocks have no rows in this table. Returns the
+        file when this call closed it. Raises ValueError for blocks out of order, a broken
+        hash chain, rows outside the blocks, a schema mismatch or blocks past `end_block`.
+        """
+        if not blocks:
+            if batch is not None and batch.num_rows:
+                raise ValueError(f"{self.table}: rows given without the blocks they belong to")
+            return None
+        self._check_blocks(blocks)
+        rows = self._check_batch(batch, blocks)
+        f = self._file
+        if f is None:
+            f = self._file = await asyncio.to_thread(self._open, blocks[0])
+        if rows:
+            for b in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
+                f.buffer.append(b)
+                f.buffered_bytes += b.nbytes
+            f.rows += rows
+            if f.buffered_bytes >= self.settings.max_row_group_bytes:
+                await asyncio.to_thread(self._flush_row_group, f)
+        f.last = blocks[-1]
+        self._previous = blocks[-1]
+        if (
+            (self.end_block is not None and f.last.number >= self.end_block)
+            or f.estimated_bytes() >= self.settings.max_file_bytes
+            or self.flush_due
+        ):
+            return await self.close_file()
+        return None
+
+    async def close_file(self) -> ClosedFile | None:
+        """Close the open file (it may have no rows) and put it into the store; None if no
+        file is open. On failure the staging file stays until `abort`."""
+        f = self._file
+        if f is None:
+            return None
+        meta = FileMetadata(
+            table=self.table,
+            filename=f.name,
+            ranges=(
+                BlockRange(
+                    start=f.first.number,
+                    end=f.last.number,
+                    network=self.network,
+                    hash=_hex(f.last.hash),
+                    prev_hash=_hex(f.first.parent_hash),
+                    timestamp=f.last.timestamp,
+                ),
+            ),
+        )
+        await asyncio.to_thread(self._finish, f, meta)
+        key = self.location.key(f.name)
+        size = await self.store.put_file(f.path, key)
+        self._file = None
+        r = meta.range
+        return ClosedFile(
+            table=self.table,
+            start_block=r.start,
+            end_block=r.end,
+            prev_hash=r.prev_hash,
+            hash=r.hash,
+            timestamp=r.timestamp,
+            rows=f.rows,
+            bytes=size,
+            key=key,
+            url=self.store.url(key),
+            file_name=f.name,
+            metadata=meta.nozzle_metadata(),
+        )
+
+    async def abort(self) -> None:
+        """Drop the open file and delete its staging file."""
+        f, self._file = self._file, None
+        if f is not None:
+            await asyncio.to_thread(_discard, f)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _open(self, first: Block) -> _OpenFile:
+        path = self.store.staging_path(".parquet")
+        sink = pa.OSFile(str(path), "wb")
+        writer = pq.ParquetWriter(
+            sink,
+            self.schema,
+            compression=self._codec,
+            compression_level=self._level,
+            # Lists keep Arrow's `item` name (Amp's files read back that way), not `element`.
+            use_compliant_nested_type=False,
+            write_page_index=True,
+        )
+        return _OpenFile(path, writer, sink, file_name(first.number), first, self._clock())
+
+    def _flush_row_group(self, f: _OpenFile) -> None:
+        if not f.buffer:
+            return
+        table = pa.Table.from_batches(f.buffer, schema=self.schema)
+        f.writer.write_table(table)
+        f.flushed_arrow_bytes += f.buffered_bytes
+        f.buffer, f.buffered_bytes = [], 0
+
+    def _finish(self, f: _OpenFile, meta: FileMetadata) -> None:
+        if f.finished:  # a retry after a failed put
+            return
+        self._flush_row_group(f)
+        f.writer.add_key_value_metadata(meta.key_value_metadata())
+        f.writer.close()
+        if not f.sink.closed:
+            f.sink.close()
+        f.finished = True
+
+    def _check_blocks(self, blocks: Sequence[Block]) -> None:
+        previous = self._previous
+        for block in blocks:
+            if previous is not None:
+                if block.number != previous.number + 1:
+                    raise ValueError(
+                        f"{self.table}: block {block.number} does not follow block {previous.number}"
+                    )
+                if _hex(block.parent_hash) != _hex(previous.hash):
+                    raise ValueError(
+                        f"{self.table}: block {block.number}'s parent hash {block.parent_hash} "
+                        f"is not block {previous.number}'s hash {previous.hash}"
+                    )
+            previous = block
+        if self.end_block is not None and blocks[-1].number > self.end_block:
+            raise ValueError(
+                f"{self.table}: block {blocks[-1].number} is past the writer's last block {self.end_block}"
+            )
+
+    def _check_batch(self, batch: pa.RecordBatch | pa.Table | None, blocks: Sequence[Block]) -> int:
+        if batch is None or batch.num_rows == 0:
+            return 0
+        if not batch.schema.equals(self.schema):
+            raise ValueError(f"{self.table}: batch schema differs from the table's")
+        low, high = pc.min_max(batch.column(0)).values()
+        if low.as_py() < blocks[0].number or high.as_py() > blocks[-1].number:
+            raise ValueError(
+                f"{self.table}: rows for blocks {low}..{high} outside the blocks given "
+                f"({blocks[0].number}..{blocks[-1].number})"
+            )
+        return batch.num_rows
+
+
+async def read_closed_file(store: ObjectStore, key: str) -> ClosedFile:
+    """Rebuild a ClosedFile from the object alone (to register a file found in storage).
+
+    Raises ObjectNotFound, or InvalidFileMetadata for a file without Amp metadata.
+    """
+    size = await store.size(key)
+
+    def read() -> tuple[FileMetadata, int]:
+        with store.open(key) as source:
+            return read_footer(source)
+
+    meta, rows = await asyncio.to_thread(read)
+    r = meta.range
+    return ClosedFile(
+        table=meta.table,
+        start_block=r.start,
+        end_block=r.end,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+        timestamp=r.timestamp,
+        rows=rows,
+        bytes=size,
+        key=key,
+        url=store.url(key),
+        file_name=key.rsplit("/", 1)[-1],
+        metadata=meta.nozzle_metadata(),
+    )
+
+
+def _discard(f: _OpenFile) -> None:
+    if not f.finished:
+        try:
+            f.writer.close()
+        except (OSError, pa.ArrowException):  # the file is thrown away; deleting it matters
+            pass
+    if not f.sink.closed:
+        f.sink.close()
+    f.path.unlink(missing_ok=True)
+
+
+def _hex(value: str | bytes) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    text = value.lower()
+    return text if text.startswith("0x") else "0x" + text
