@@ -4,18 +4,31 @@ Input: raw blocks, each `eth_getBlockByNumber(n, true)` (hex strings) with its r
 transaction order: any object with `.block` and `.receipts`, or a `(block, receipts)` pair.
 Output: one record batch per table, rows ordered by block then index (spec/evm-rpc.md).
 
-Built column by column for speed: each column is one list comprehension over the JSON objects
-and one `pa.array` call. Only when that fails do we walk the column again, value by value, to
-name the block, the table and the column in the ConversionError.
+Built column by column for speed (see `columns.py`); the rules that depend on the
+transaction type run once per transaction in `_derive`.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ampd.providers.evm_rpc.columns import (
+    CONVERSION_ERRORS,
+    MAX_U64,
+    Columns,
+    ConversionError,
+    amount,
+    fixed,
+    fixed32,
+    hex_int,
+    opt_bytes,
+    quantity32,
+    seconds_to_ns,
+    u64,
+    wei,
+)
 from ampd.providers.evm_rpc.schema import (
     BLOCKS_SCHEMA,
     LOGS_SCHEMA,
@@ -24,33 +37,14 @@ from ampd.providers.evm_rpc.schema import (
     WEI,
 )
 
+__all__ = ["BlockHeader", "ConversionError", "block_headers", "convert"]
+
 ZERO_HASH = "0x" + "00" * 32
 _ZERO_32 = bytes(32)
-_NS = 1_000_000_000
-_MAX_DECIMAL = 10**38 - 1
-_MAX_U64 = 2**64 - 1
 # Types whose signature and fee fields we know. Others (e.g. 126, OP deposits) are kept with a
 # zero signature, v_parity false and no chain id.
 _KNOWN_TYPES = frozenset((0, 1, 2, 3, 4))
 _EMPTY: list = []
-
-_fromhex = bytes.fromhex
-
-
-class ConversionError(ValueError):
-    """A value that cannot be represented in its column. Fatal: a retry fetches the same value."""
-
-    def __init__(self, block_num: int | None, table: str, column: str, value: Any, reason: str):
-        self.block_num = block_num
-        self.table = table
-        self.column = column
-        self.value = value
-        self.reason = reason
-        text = repr(value)
-        if len(text) > 100:
-            text = text[:97] + "..."
-        where = "a block" if block_num is None else f"block {block_num}"
-        super().__init__(f"{where}: cannot convert {table}.{column} = {text}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -77,13 +71,13 @@ def convert(raw_blocks: Iterable[Any]) -> dict[str, pa.RecordBatch]:
         block, receipts = _unpack(raw)
         blocks.append(block)
         receipt_lists.append(receipts)
-    numbers = _Columns("blocks", [None] * len(blocks)).ints("block_num", blocks, "number")
-    col = _Columns("blocks", numbers)
+    numbers = Columns("blocks", [None] * len(blocks)).ints("block_num", blocks, "number")
+    col = Columns("blocks", numbers)
     # Per-block values shared by the rows of all tables, taken by row index for the others.
     shared = _Shared(
         numbers=col.array("block_num", numbers, pa.uint64()),
         timestamps=_timestamps(
-            col.values("timestamp", [b.get("timestamp") for b in blocks], _seconds_to_ns)
+            col.values("timestamp", [b.get("timestamp") for b in blocks], seconds_to_ns)
         ),
         hashes=col.fixed("hash", blocks, "hash", 32),
     )
@@ -124,7 +118,7 @@ class _Shared:
         return self.numbers.take(indices), self.timestamps.take(indices), self.hashes.take(indices)
 
 
-def _blocks_batch(col: "_Columns", blocks: list[dict], shared: _Shared) -> pa.RecordBatch:
+def _blocks_batch(col: "Columns", blocks: list[dict], shared: _Shared) -> pa.RecordBatch:
     mix_hashes = [b.get("mixHash") or ZERO_HASH for b in blocks]
     nonces = [b.get("nonce") or "0x0" for b in blocks]
     arrays = [
@@ -145,8 +139,8 @@ def _blocks_batch(col: "_Columns", blocks: list[dict], shared: _Shared) -> pa.Re
         col.uint64("gas_limit", blocks, "gasLimit"),
         col.uint64("gas_used", blocks, "gasUsed"),
         col.binary("extra_data", blocks, "extraData"),
-        col.array("mix_hash", col.values("mix_hash", mix_hashes, _fixed32), pa.binary(32)),
-        col.array("nonce", col.values("nonce", nonces, _int), pa.uint64()),
+        col.array("mix_hash", col.values("mix_hash", mix_hashes, fixed32), pa.binary(32)),
+        col.array("nonce", col.values("nonce", nonces, hex_int), pa.uint64()),
         col.wei("base_fee_per_gas", [b.get("baseFeePerGas") for b in blocks], nullable=True),
         col.fixed("withdrawals_root", blocks, "withdrawalsRoot", 32, nullable=True),
         col.uint64("blob_gas_used", blocks, "blobGasUsed", nullable=True),
@@ -185,7 +179,7 @@ def _transactions_batch(
         positions.extend(range(n))
 
     row_numbers = [numbers[i] for i in row_block]
-    col = _Columns("transactions", row_numbers)
+    col = Columns("transactions", row_numbers)
     d = _derive_all(col, txs)
     block_num, timestamps, block_hashes = shared.take(row_block)
     arrays = [
@@ -199,7 +193,7 @@ def _transactions_batch(
         col.uint64("nonce", txs, "nonce"),
         col.array("gas_price", d.gas_price, WEI),
         col.uint64("gas_limit", txs, "gas"),
-        col.array("value", col.values("value", [t.get("value") for t in txs], _amount), pa.utf8()),
+        col.array("value", col.values("value", [t.get("value") for t in txs], amount), pa.utf8()),
         col.binary("input", txs, "input"),
         col.array("r", d.r, pa.binary(32)),
         col.array("s", d.s, pa.binary(32)),
@@ -248,7 +242,7 @@ def _logs_batch(
             tx_hashes.extend([block_txs[position]] * n)
 
     row_numbers = [numbers[i] for i in row_block]
-    col = _Columns("logs", row_numbers)
+    col = Columns("logs", row_numbers)
     topics = [log.get("topics") or _EMPTY for log in logs]
     too_many = next((i for i, t in enumerate(topics) if len(t) > 4), None)
     if too_many is not None:
@@ -268,7 +262,7 @@ def _logs_batch(
         *(
             col.array(
                 f"topic{n}",
-                col.values(f"topic{n}", [t[n] if len(t) > n else None for t in topics], _opt_bytes),
+                col.values(f"topic{n}", [t[n] if len(t) > n else None for t in topics], opt_bytes),
                 pa.binary(32),
             )
             for n in range(4)
@@ -321,7 +315,7 @@ class _FieldError(Exception):
         self.column, self.value, self.reason = column, value, reason
 
 
-def _derive_all(col: "_Columns", txs: list[dict]) -> _Derived:
+def _derive_all(col: "Columns", txs: list[dict]) -> _Derived:
     try:
         rows = [_derive(tx) for tx in txs]
     except _FieldError:
@@ -350,30 +344,30 @@ def _derive(tx: dict) -> tuple:
             return _unknown_type(tx, t)
         if t < 2:
             column, value = "gas_price", tx.get("gasPrice")
-            gas_price = _wei(int(value, 16))
+            gas_price = wei(int(value, 16))
             max_fee = gas_price
             priority_fee = None
         else:
             gas_price = None
             column, value = "max_fee_per_gas", tx.get("maxFeePerGas")
-            max_fee = _wei(int(value, 16))
+            max_fee = wei(int(value, 16))
             column, value = "max_priority_fee_per_gas", tx.get("maxPriorityFeePerGas")
-            priority_fee = _wei(int(value, 16))
+            priority_fee = wei(int(value, 16))
         blob_fee = None
         if t == 3:
             column, value = "max_fee_per_blob_gas", tx.get("maxFeePerBlobGas")
-            blob_fee = _wei(int(value, 16))
+            blob_fee = wei(int(value, 16))
         column, value = "r", tx.get("r")
-        r = _quantity32(value)
+        r = quantity32(value)
         column, value = "s", tx.get("s")
-        s = _quantity32(value)
+        s = quantity32(value)
         if t == 0:
             column, value = "v_parity", tx.get("v")
             v = int(value, 16)
             if v >= 35:  # EIP-155: v = chain_id * 2 + 35 + parity
                 parity = (v - 35) % 2 == 1
                 column, value = "chain_id", tx.get("chainId")
-                chain_id = (v - 35) // 2 if value is None else _u64(int(value, 16))
+                chain_id = (v - 35) // 2 if value is None else u64(int(value, 16))
             else:  # pre-EIP-155 (27, 28): the signature commits to no chain
                 parity = v in (1, 28)
                 chain_id = None
@@ -384,18 +378,18 @@ def _derive(tx: dict) -> tuple:
                 value = tx.get("v")
             parity = int(value, 16) == 1
             column, value = "chain_id", tx.get("chainId")
-            chain_id = _u64(int(value, 16))
+            chain_id = u64(int(value, 16))
             column, value = "access_list", tx.get("accessList")
             access_list = _access_list(value) if value else _EMPTY
         blob_hashes = None
         if t == 3:
             column, value = "blob_versioned_hashes", tx.get("blobVersionedHashes")
-            blob_hashes = [_fixed(h, 32) for h in value or _EMPTY]
+            blob_hashes = [fixed(h, 32) for h in value or _EMPTY]
         authorizations = None
         if t == 4:
             column, value = "authorization_list", tx.get("authorizationList")
             authorizations = [_authorization(a) for a in value or _EMPTY]
-    except _CONVERSION_ERRORS as exc:
+    except CONVERSION_ERRORS as exc:
         reason = "missing" if value is None or isinstance(exc, KeyError) else str(exc)
         raise _FieldError(column, value, reason) from None
     return (
@@ -420,10 +414,10 @@ def _unknown_type(tx: dict, t: int) -> tuple:
     priority = tx.get("maxPriorityFeePerGas")
     column = "max_fee_per_gas"
     try:
-        max_fee = None if fee is None else _wei(int(fee, 16))
+        max_fee = None if fee is None else wei(int(fee, 16))
         column = "max_priority_fee_per_gas"
-        priority_fee = None if priority is None else _wei(int(priority, 16))
-    except _CONVERSION_ERRORS as exc:
+        priority_fee = None if priority is None else wei(int(priority, 16))
+    except CONVERSION_ERRORS as exc:
         value = fee if column == "max_fee_per_gas" else priority
         raise _FieldError(column, value, str(exc)) from None
     return (t, None, max_fee, priority_fee, None, _ZERO_32, _ZERO_32, False, None, None, None, None)
@@ -432,8 +426,8 @@ def _unknown_type(tx: dict, t: int) -> tuple:
 def _access_list(entries: list) -> list:
     return [
         {
-            "address": _fixed(entry["address"], 20),
-            "storage_keys": [_fixed(key, 32) for key in entry.get("storageKeys") or _EMPTY],
+            "address": fixed(entry["address"], 20),
+            "storage_keys": [fixed(key, 32) for key in entry.get("storageKeys") or _EMPTY],
         }
         for entry in entries
     ]
@@ -444,12 +438,12 @@ def _authorization(auth: dict) -> dict:
     return {
         # A signed authorization may name any chain id (it is then skipped on chain); like
         # Amp, store 0 for one beyond UInt64 rather than fail the block.
-        "chain_id": chain_id if 0 <= chain_id <= _MAX_U64 else 0,
-        "address": _fixed(auth["address"], 20),
-        "nonce": _u64(int(auth["nonce"], 16)),
+        "chain_id": chain_id if 0 <= chain_id <= MAX_U64 else 0,
+        "address": fixed(auth["address"], 20),
+        "nonce": u64(int(auth["nonce"], 16)),
         "y_parity": int(auth["yParity"], 16) != 0,
-        "r": _quantity32(auth["r"]),
-        "s": _quantity32(auth["s"]),
+        "r": quantity32(auth["r"]),
+        "s": quantity32(auth["s"]),
     }
 
 
@@ -457,62 +451,6 @@ def _status(receipt: dict) -> bool:
     status = receipt.get("status")
     # Pre-Byzantium receipts carry a state root instead of a status; they succeeded.
     return status is None or status == "0x1" or (status != "0x0" and int(status, 16) == 1)
-
-
-# -- value conversions ----------------------------------------------------------------------
-
-
-def _u64(value: int) -> int:
-    if not 0 <= value <= _MAX_U64:
-        raise ValueError("out of range for UInt64")
-    return value
-
-
-def _wei(value: int) -> int:
-    if not 0 <= value <= _MAX_DECIMAL:
-        raise ValueError("out of range for Decimal128(38, 0)")
-    return value
-
-
-def _amount(value: str) -> str:
-    n = int(value, 16)
-    if n < 0:
-        raise ValueError("negative amount")
-    return str(n)
-
-
-def _int(value: str) -> int:
-    return int(value, 16)
-
-
-def _seconds_to_ns(value: str) -> int:
-    seconds = int(value, 16)
-    if not 0 <= seconds < 2**63 // _NS:
-        raise ValueError("out of range for Timestamp(Nanosecond)")
-    return seconds * _NS
-
-
-def _fixed32(value: str) -> bytes:
-    return _fixed(value, 32)
-
-
-def _opt_bytes(value: str | None) -> bytes | None:
-    return None if value is None else _fromhex(value[2:])
-
-
-def _fixed(value: str, width: int) -> bytes:
-    raw = _fromhex(value[2:])
-    if len(raw) != width:
-        raise ValueError(f"expected {width} bytes, got {len(raw)}")
-    return raw
-
-
-def _quantity32(value: str) -> bytes:
-    # r and s are quantities: the node drops leading zeros, so pad back to 32 bytes.
-    raw = _fromhex(value[2:].zfill(64))
-    if len(raw) != 32:
-        raise ValueError(f"expected at most 32 bytes, got {len(raw)}")
-    return raw
 
 
 def _timestamps(nanos: list[int]) -> pa.Array:
@@ -525,92 +463,3 @@ def _unpack(raw: Any) -> tuple[dict, list]:
         return block, list(getattr(raw, "receipts", None) or _EMPTY)
     block, receipts = raw
     return block, list(receipts or _EMPTY)
-
-
-_CONVERSION_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
-
-
-class _Columns:
-    """Builds one table's columns; on a failure, names the block, the table and the column."""
-
-    def __init__(self, table: str, row_numbers: Sequence[int | None]) -> None:
-        self.table = table
-        self.row_numbers = row_numbers
-
-    def values(self, column: str, items: list, fn: Callable[[Any], Any]) -> list:
-        try:
-            return [fn(item) for item in items]
-        except _CONVERSION_ERRORS:
-            raise self._locate(column, items, fn) from None
-
-    def array(self, column: str, values: list, type_: pa.DataType) -> pa.Array:
-        try:
-            return pa.array(values, type=type_)
-        except _ARROW_ERRORS:
-            raise self._locate(column, values, lambda v: pa.array([v], type=type_)) from None
-
-    def ints(self, column: str, rows: list[dict], key: str) -> list[int]:
-        try:
-            return [int(row[key], 16) for row in rows]
-        except _CONVERSION_ERRORS:
-            raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
-
-    def uint64(self, column: str, rows: list[dict], key: str, nullable: bool = False) -> pa.Array:
-        if not nullable:
-            return self.array(column, self.ints(column, rows, key), pa.uint64())
-        try:
-            ints = [None if (v := row.get(key)) is None else int(v, 16) for row in rows]
-        except _CONVERSION_ERRORS:
-            raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
-        return self.array(column, ints, pa.uint64())
-
-    def wei(self, column: str, raw: list[str | None], nullable: bool = False) -> pa.Array:
-        if nullable:
-            ints = self.values(column, raw, lambda v: None if v is None else int(v, 16))
-        else:
-            ints = self.values(column, raw, _int)
-        array = self.array(column, ints, WEI)  # pyarrow rejects more than 38 digits
-        if array.null_count < len(array) and pc.min(array).as_py() < 0:
-            raise self._locate(column, raw, lambda v: v is None or _wei(int(v, 16)))
-        return array
-
-    def fixed(
-        self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
-    ) -> pa.Array:
-        return self.array(
-            column, self.fixed_values(column, rows, key, width, nullable), pa.binary(width)
-        )
-
-    def fixed_values(
-        self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
-    ) -> list:
-        try:
-            if nullable:
-                return [None if (v := row.get(key)) is None else _fromhex(v[2:]) for row in rows]
-            return [_fromhex(row[key][2:]) for row in rows]
-        except _CONVERSION_ERRORS:
-            if nullable:
-                check = lambda row: row.get(key) is None or _fixed(row[key], width)  # noqa: E731
-            else:
-                check = lambda row: _fixed(row[key], width)  # noqa: E731
-            raise self._locate(column, rows, check, key) from None
-
-    def binary(self, column: str, rows: list[dict], key: str) -> pa.Array:
-        try:
-            values = [_fromhex(row[key][2:]) for row in rows]
-        except _CONVERSION_ERRORS:
-            raise self._locate(column, rows, lambda row: _fromhex(row[key][2:]), key) from None
-        return self.array(column, values, pa.binary())
-
-    def _locate(
-        self, column: str, items: list, fn: Callable[[Any], Any], key: str | None = None
-    ) -> ConversionError:
-        for i, item in enumerate(items):
-            try:
-                fn(item)
-            except _ARROW_ERRORS + _CONVERSION_ERRORS as exc:
-                value = item.get(key) if key is not None and isinstance(item, dict) else item
-                reason = "missing" if value is None or isinstance(exc, KeyError) else str(exc)
-                return ConversionError(self.row_numbers[i], self.table, column, value, reason)
-        return ConversionError(None, self.table, column, None, "conversion failed")

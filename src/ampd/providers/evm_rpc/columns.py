@@ -1,0 +1,187 @@
+"""Column building for the conversion: hex JSON values -> Python values -> Arrow arrays.
+
+Each column is converted with one list comprehension and one `pa.array` call; only when that
+fails is the column walked again, value by value, to name the block, the table and the
+column in the ConversionError.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ampd.providers.evm_rpc.schema import WEI
+
+_NS = 1_000_000_000
+_MAX_DECIMAL = 10**38 - 1
+MAX_U64 = 2**64 - 1
+
+_fromhex = bytes.fromhex
+
+
+class ConversionError(ValueError):
+    """A value that cannot be represented in its column. Fatal: a retry fetches the same value."""
+
+    def __init__(self, block_num: int | None, table: str, column: str, value: Any, reason: str):
+        self.block_num = block_num
+        self.table = table
+        self.column = column
+        self.value = value
+        self.reason = reason
+        text = repr(value)
+        if len(text) > 100:
+            text = text[:97] + "..."
+        where = "a block" if block_num is None else f"block {block_num}"
+        super().__init__(f"{where}: cannot convert {table}.{column} = {text}: {reason}")
+
+
+def u64(value: int) -> int:
+    """The value, if it fits UInt64; else ValueError."""
+    if not 0 <= value <= MAX_U64:
+        raise ValueError("out of range for UInt64")
+    return value
+
+
+def wei(value: int) -> int:
+    """The value, if it fits Decimal128(38, 0) and is not negative; else ValueError."""
+    if not 0 <= value <= _MAX_DECIMAL:
+        raise ValueError("out of range for Decimal128(38, 0)")
+    return value
+
+
+def amount(value: str) -> str:
+    """A hex quantity as a decimal string (the `value` column). ValueError if negative."""
+    n = int(value, 16)
+    if n < 0:
+        raise ValueError("negative amount")
+    return str(n)
+
+
+def hex_int(value: str) -> int:
+    """`"0x1a"` -> 26. ValueError for bad hex, TypeError for None."""
+    return int(value, 16)
+
+
+def seconds_to_ns(value: str) -> int:
+    """Hex block seconds -> nanoseconds, if they fit Timestamp(Nanosecond)."""
+    seconds = int(value, 16)
+    if not 0 <= seconds < 2**63 // _NS:
+        raise ValueError("out of range for Timestamp(Nanosecond)")
+    return seconds * _NS
+
+
+def fixed32(value: str) -> bytes:
+    """`fixed(value, 32)`."""
+    return fixed(value, 32)
+
+
+def opt_bytes(value: str | None) -> bytes | None:
+    """0x hex -> bytes; None stays None."""
+    return None if value is None else _fromhex(value[2:])
+
+
+def fixed(value: str, width: int) -> bytes:
+    """0x hex of exactly `width` bytes -> bytes; ValueError otherwise."""
+    raw = _fromhex(value[2:])
+    if len(raw) != width:
+        raise ValueError(f"expected {width} bytes, got {len(raw)}")
+    return raw
+
+
+def quantity32(value: str) -> bytes:
+    """A hex quantity of at most 32 bytes -> 32 big-endian bytes; ValueError otherwise."""
+    # r and s are quantities: the node drops leading zeros, so pad back to 32 bytes.
+    raw = _fromhex(value[2:].zfill(64))
+    if len(raw) != 32:
+        raise ValueError(f"expected at most 32 bytes, got {len(raw)}")
+    return raw
+
+
+CONVERSION_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+class Columns:
+    """Builds one table's columns; on a failure, names the block, the table and the column."""
+
+    def __init__(self, table: str, row_numbers: Sequence[int | None]) -> None:
+        self.table = table
+        self.row_numbers = row_numbers
+
+    def values(self, column: str, items: list, fn: Callable[[Any], Any]) -> list:
+        try:
+            return [fn(item) for item in items]
+        except CONVERSION_ERRORS:
+            raise self._locate(column, items, fn) from None
+
+    def array(self, column: str, values: list, type_: pa.DataType) -> pa.Array:
+        try:
+            return pa.array(values, type=type_)
+        except ARROW_ERRORS:
+            raise self._locate(column, values, lambda v: pa.array([v], type=type_)) from None
+
+    def ints(self, column: str, rows: list[dict], key: str) -> list[int]:
+        try:
+            return [int(row[key], 16) for row in rows]
+        except CONVERSION_ERRORS:
+            raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
+
+    def uint64(self, column: str, rows: list[dict], key: str, nullable: bool = False) -> pa.Array:
+        if not nullable:
+            return self.array(column, self.ints(column, rows, key), pa.uint64())
+        try:
+            ints = [None if (v := row.get(key)) is None else int(v, 16) for row in rows]
+        except CONVERSION_ERRORS:
+            raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
+        return self.array(column, ints, pa.uint64())
+
+    def wei(self, column: str, raw: list[str | None], nullable: bool = False) -> pa.Array:
+        if nullable:
+            ints = self.values(column, raw, lambda v: None if v is None else int(v, 16))
+        else:
+            ints = self.values(column, raw, hex_int)
+        array = self.array(column, ints, WEI)  # pyarrow rejects more than 38 digits
+        if array.null_count < len(array) and pc.min(array).as_py() < 0:
+            raise self._locate(column, raw, lambda v: v is None or wei(int(v, 16)))
+        return array
+
+    def fixed(
+        self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
+    ) -> pa.Array:
+        return self.array(
+            column, self.fixed_values(column, rows, key, width, nullable), pa.binary(width)
+        )
+
+    def fixed_values(
+        self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
+    ) -> list:
+        try:
+            if nullable:
+                return [None if (v := row.get(key)) is None else _fromhex(v[2:]) for row in rows]
+            return [_fromhex(row[key][2:]) for row in rows]
+        except CONVERSION_ERRORS:
+            if nullable:
+                check = lambda row: row.get(key) is None or fixed(row[key], width)  # noqa: E731
+            else:
+                check = lambda row: fixed(row[key], width)  # noqa: E731
+            raise self._locate(column, rows, check, key) from None
+
+    def binary(self, column: str, rows: list[dict], key: str) -> pa.Array:
+        try:
+            values = [_fromhex(row[key][2:]) for row in rows]
+        except CONVERSION_ERRORS:
+            raise self._locate(column, rows, lambda row: _fromhex(row[key][2:]), key) from None
+        return self.array(column, values, pa.binary())
+
+    def _locate(
+        self, column: str, items: list, fn: Callable[[Any], Any], key: str | None = None
+    ) -> ConversionError:
+        for i, item in enumerate(items):
+            try:
+                fn(item)
+            except ARROW_ERRORS + CONVERSION_ERRORS as exc:
+                value = item.get(key) if key is not None and isinstance(item, dict) else item
+                reason = "missing" if value is None or isinstance(exc, KeyError) else str(exc)
+                return ConversionError(self.row_numbers[i], self.table, column, value, reason)
+        return ConversionError(None, self.table, column, None, "conversion failed")
