@@ -1,0 +1,231 @@
+"""The dataset registry: manifests by hash, datasets by `namespace/name`, versions and tags.
+
+Registering moves the `dev` tag to the manifest, and the `latest` tag when the registered
+version is the highest semver of the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ampd.datasets.manifest import Manifest, parse_manifest
+from ampd.datasets.semver import SemVer, is_semver
+from ampd.logs import get_logger
+from ampd.metadb.db import MetadataDb, execute, fetch_all
+
+log = get_logger("registry")
+
+NAMESPACE = re.compile(r"^[a-z0-9_]+$")
+NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+HASH = re.compile(r"^[0-9a-f]{64}$")
+SPECIAL_TAGS = ("latest", "dev")
+DEFAULT_NAMESPACE = "_"
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be served; `code` is the Admin API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One resolved dataset revision: the manifest a `ns/name@rev` reference points at."""
+
+    namespace: str
+    name: str
+    revision: str
+    manifest_hash: str
+    manifest: Manifest
+    version: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.namespace}/{self.name}@{self.revision}"
+
+
+def check_name(namespace: str, name: str) -> None:
+    """Raise RegistryError(INVALID_PATH) unless namespace and name are well formed."""
+    if not NAMESPACE.match(namespace):
+        raise RegistryError("INVALID_PATH", f"invalid namespace {namespace!r}: expected [a-z0-9_]+")
+    if not NAME.match(name):
+        raise RegistryError(
+            "INVALID_PATH", f"invalid dataset name {name!r}: expected [a-z_][a-z0-9_]*"
+        )
+
+
+def check_revision(revision: str) -> None:
+    if revision in SPECIAL_TAGS or HASH.match(revision) or is_semver(revision):
+        return
+    raise RegistryError(
+        "INVALID_PATH",
+        f"invalid revision {revision!r}: expected latest, dev, a 64-hex manifest hash or a "
+        "semantic version",
+    )
+
+
+class DatasetRegistry:
+    """Reads and writes the registry tables through named queries."""
+
+    def __init__(self, db: MetadataDb) -> None:
+        self._db = db
+
+    async def put_manifest(self, obj: Any) -> Manifest:
+        """Validate and store a manifest (idempotent); raises InvalidManifest/ManifestValidationError."""
+        manifest = parse_manifest(obj)
+        await self._db.execute(
+            "insert_manifest",
+            {"hash": manifest.hash, "kind": manifest.kind, "manifest": Jsonb(manifest.raw)},
+        )
+        return manifest
+
+    async def get_manifest(self, manifest_hash: str) -> dict[str, Any] | None:
+        row = await self._db.fetch_one("get_manifest", {"hash": manifest_hash})
+        return None if row is None else row["manifest"]
+
+    async def register(
+        self, namespace: str, name: str, manifest: Any, version: str | None = None
+    ) -> tuple[Manifest, str | None]:
+        """Register a manifest object (or the hash of a stored one) under `namespace/name`.
+
+        Returns the manifest and the version it was registered as.
+        """
+        check_name(namespace, name)
+        if version is not None and not is_semver(version):
+            raise RegistryError(
+                "INVALID_BODY", f"invalid version {version!r}: expected a semantic version"
+            )
+        if isinstance(manifest, str):
+            if not HASH.match(manifest):
+                raise RegistryError(
+                    "INVALID_MANIFEST", "manifest must be a JSON object or a 64-hex manifest hash"
+                )
+            stored = await self.get_manifest(manifest)
+            if stored is None:
+                raise RegistryError("MANIFEST_NOT_FOUND", f"no manifest with hash {manifest}")
+            parsed = parse_manifest(stored)
+        else:
+            parsed = parse_manifest(manifest)
+        key = {"namespace": namespace, "name": name}
+        async with self._db.transaction() as conn:
+            await execute(
+                conn,
+                "insert_manifest",
+                {"hash": parsed.hash, "kind": parsed.kind, "manifest": Jsonb(parsed.raw)},
+            )
+            await execute(conn, "upsert_dataset", key)
+            tag = {**key, "manifest_hash": parsed.hash, "version": version}
+            await execute(conn, "set_tag", {**tag, "tag": "dev"})
+            if version is not None:
+                await execute(conn, "upsert_version", tag)
+                versions = [
+                    row["version"] for row in await fetch_all(conn, "dataset_versions", key)
+                ]
+                if max(versions, key=SemVer) == version:
+                    await execute(conn, "set_tag", {**tag, "tag": "latest"})
+        log.info("registered %s/%s (%s) as %s", namespace, name, parsed.hash[:12], version or "dev")
+        return parsed, version
+
+    async def resolve(self, namespace: str, name: str, revision: str) -> Revision:
+        """The manifest of `namespace/name@revision`; raises RegistryError(DATASET_NOT_FOUND)."""
+        check_name(namespace, name)
+        check_revision(revision)
+        key = {"namespace": namespace, "name": name}
+        manifest_hash: str | None = None
+        version: str | None = None
+        if revision in SPECIAL_TAGS:
+            for row in await self._db.fetch_all("dataset_tags", key):
+                if row["tag"] == revision:
+                    manifest_hash, version = row["manifest_hash"], row["version"]
+        elif HASH.match(revision):
+            rows = await self._db.fetch_all("dataset_versions", key)
+            tags = await self._db.fetch_all("dataset_tags", key)
+            if any(r["manifest_hash"] == revision for r in [*rows, *tags]):
+                manifest_hash = revision
+                version = next((r["version"] for r in rows if r["manifest_hash"] == revision), None)
+        else:
+            for row in await self._db.fetch_all("dataset_versions", key):
+                if row["version"] == revision:
+                    manifest_hash, version = row["manifest_hash"], revision
+        if manifest_hash is None:
+            raise RegistryError(
+                "DATASET_NOT_FOUND", f"dataset {namespace}/{name}@{revision} not found"
+            )
+        stored = await self.get_manifest(manifest_hash)
+        assert stored is not None  # foreign key
+        return Revision(namespace, name, revision, manifest_hash, parse_manifest(stored), version)
+
+    async def list_datasets(self) -> list[dict[str, Any]]:
+        rows = await self._db.fetch_all("list_datasets")
+        result = []
+        for row in rows:
+            versions = sorted(row["versions"], key=SemVer, reverse=True)
+            entry: dict[str, Any] = {
+                "namespace": row["namespace"],
+                "name": row["name"],
+                "versions": versions,
+            }
+            if row["latest_version"]:
+                entry["latest_version"] = row["latest_version"]
+            result.append(entry)
+        return result
+
+    async def versions(self, namespace: str, name: str) -> dict[str, Any]:
+        check_name(namespace, name)
+        key = {"namespace": namespace, "name": name}
+        if await self._db.fetch_one("dataset_exists", key) is None:
+            raise RegistryError("DATASET_NOT_FOUND", f"dataset {namespace}/{name} not found")
+        rows = await self._db.fetch_all("dataset_versions", key)
+        rows.sort(key=lambda r: SemVer(r["version"]), reverse=True)
+        tags = {
+            row["tag"]: row["manifest_hash"]
+            for row in await self._db.fetch_all("dataset_tags", key)
+        }
+        return {
+            "namespace": namespace,
+            "name": name,
+            "versions": [
+                {
+                    "version": r["version"],
+                    "manifest_hash": r["manifest_hash"],
+                    "created_at": _rfc3339(r["created_at"]),
+                    "updated_at": _rfc3339(r["updated_at"]),
+                }
+                for r in rows
+            ],
+            "special_tags": tags,
+        }
+
+    async def delete(self, namespace: str, name: str) -> None:
+        check_name(namespace, name)
+        await self._db.execute("delete_dataset", {"namespace": namespace, "name": name})
+
+    async def register_directory(self, folder: str | Path) -> int:
+        """Register every `*.json` manifest in `folder` as `_/<file stem>`; returns the count.
+
+        A file that is not a valid manifest is logged and skipped: one bad file must not keep
+        the service from starting.
+        """
+        count = 0
+        for path in sorted(Path(folder).glob("*.json")):
+            try:
+                obj = json.loads(path.read_text())
+                check_name(DEFAULT_NAMESPACE, path.stem)
+                await self.register(DEFAULT_NAMESPACE, path.stem, obj)
+                count += 1
+            except (OSError, ValueError, RegistryError) as exc:
+                log.warning("skipping manifest file %s: %s", path, exc)
+        return count
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.isoformat()
