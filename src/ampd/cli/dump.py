@@ -1,0 +1,193 @@
+"""`ampd dump`: extract a block range to Parquet on one machine, with no metadata database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ampd.datasets.manifest import InvalidManifest, ManifestValidationError, parse_manifest
+from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
+from ampd.extract.sources import open_pool
+from ampd.providers.config import ProviderConfigError
+from ampd.providers.evm_rpc.errors import RpcError
+from ampd.providers.evm_rpc.schema import TABLES
+from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
+from ampd.storage.paths import new_revision
+from ampd.storage.store import open_store
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@click.option(
+    "--manifest",
+    "manifest_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="evm-rpc manifest JSON.",
+)
+@click.option(
+    "--providers-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of provider TOML files.",
+)
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the Parquet files go.",
+)
+@click.option("--start", "start", required=True, type=click.IntRange(min=0), help="First block.")
+@click.option(
+    "--end", "end", required=True, type=click.IntRange(min=0), help="Last block (inclusive)."
+)
+@click.option(
+    "--namespace", default="_", show_default=True, help="Dataset namespace in the output path."
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Dataset name in the output path [default: the manifest file's stem].",
+)
+@click.option(
+    "--compression",
+    default="zstd(1)",
+    show_default=True,
+    help="zstd(N), lz4, gzip, brotli, snappy or uncompressed.",
+)
+@click.option(
+    "--max-row-group-mb",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Arrow data buffered per table before a row group is written (bounds memory).",
+)
+@click.option(
+    "--max-file-mb",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="A file closes at this size.",
+)
+@click.option(
+    "--chunk-blocks",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Blocks per fetch.",
+)
+@click.option(
+    "--chunks-in-flight",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fetches running at once.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar [default: when stderr is a terminal].",
+)
+def dump(
+    manifest_path: Path,
+    providers_dir: Path,
+    data_dir: Path,
+    start: int,
+    end: int,
+    namespace: str,
+    name: str | None,
+    compression: str,
+    max_row_group_mb: int,
+    max_file_mb: int,
+    chunk_blocks: int,
+    chunks_in_flight: int,
+    progress: bool | None,
+) -> None:
+    """Extract blocks START..END (inclusive) of a dataset into Parquet files, like cryo:
+    no database, no controller. Prints a summary as JSON on stdout."""
+    if end < start:
+        _fail(f"--end {end} is before --start {start}")
+    try:
+        manifest = parse_manifest(manifest_path.read_bytes())
+        settings = WriterSettings(
+            compression=compression,
+            max_row_group_bytes=max_row_group_mb * 1024 * 1024,
+            max_file_bytes=max_file_mb * 1024 * 1024,
+        )
+        pool = open_pool(manifest, providers_dir, max_attempts=None)
+    except (InvalidManifest, ManifestValidationError) as exc:
+        _fail(f"{manifest_path}: {exc}")
+    except (ProviderConfigError, InvalidCompression, ValueError) as exc:
+        _fail(str(exc))
+    dataset = name or manifest_path.stem.replace("-", "_")
+    revision = new_revision()
+    target = ExtractionTarget(
+        network=manifest.network,
+        store=open_store(data_dir),
+        writer=settings,
+        table_prefixes={t: f"{namespace}/{dataset}/{t}/{revision}" for t in TABLES},
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        summary = asyncio.run(
+            _run(pool, target, start, end, Tuning(chunk_blocks, chunks_in_flight), show)
+        )
+    except RpcError as exc:
+        _fail(str(exc))
+    summary["output"] = str(data_dir / namespace / dataset)
+    click.echo(json.dumps(summary))
+
+
+async def _run(
+    pool, target: ExtractionTarget, start: int, end: int, tuning: Tuning, show: bool
+) -> dict:  # noqa: ANN001
+    files: list[ClosedFile] = []
+
+    async def commit(group: list[ClosedFile]) -> None:
+        files.extend(group)
+
+    total = end - start + 1
+    began = time.monotonic()
+    async with pool:
+        if show:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (
+                TextColumn("[bold]dump"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} blocks"),
+                TextColumn("{task.fields[rate]:.0f} blocks/s"),
+                TextColumn("{task.fields[rows]} rows"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, transient=False) as bar:
+                task = bar.add_task("dump", total=total, rate=0.0, rows=0)
+
+                def report(done: int, rows: dict[str, int]) -> None:
+                    elapsed = max(time.monotonic() - began, 1e-6)
+                    bar.update(task, completed=done, rate=done / elapsed, rows=sum(rows.values()))
+
+                await extract_range(
+                    pool, target, start, end, commit, tuning=tuning, progress=report
+                )
+        else:
+            await extract_range(pool, target, start, end, commit, tuning=tuning)
+    elapsed = time.monotonic() - began
+    rows = {t: sum(f.rows for f in files if f.table == t) for t in TABLES}
+    return {
+        "blocks": total,
+        "rows": rows,
+        "files": len(files),
+        "bytes": sum(f.bytes for f in files),
+        "seconds": round(elapsed, 3),
+        "blocks_per_sec": round(total / elapsed, 1) if elapsed else None,
+    }

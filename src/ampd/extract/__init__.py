@@ -1,0 +1,1 @@
+"""The extraction engine: block ranges of a dataset into committed Parquet files."""

@@ -1,0 +1,212 @@
+"""Extract a block range of an evm-rpc dataset into Parquet files, committing as it goes.
+
+Blocks are fetched in chunks, several chunks in flight at once, and consumed in order:
+converted to Arrow (in a thread, so the event loop keeps heartbeating), checked for an
+unbroken hash chain, and written to one TableWriter per table. The three writers always
+close together, at the same block, so each commit covers one block range in every table:
+that is what lets a checkpoint say "every table is done up to here".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ampd.logs import get_logger
+from ampd.providers.evm_rpc.blocks import RawBlock
+from ampd.providers.evm_rpc.convert import BlockHeader, block_headers, convert
+from ampd.providers.evm_rpc.schema import TABLES
+from ampd.storage.parquet_writer import ClosedFile, TableWriter, WriterSettings
+from ampd.storage.paths import TableLocation
+from ampd.storage.store import ObjectStore
+
+log = get_logger("extract")
+
+CommitFn = Callable[[list[ClosedFile]], Awaitable[Any]]
+ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per table)
+
+
+class BlockSource(Protocol):
+    async def fetch_blocks(self, numbers: Sequence[int]) -> list[RawBlock]: ...
+
+
+class ReorgDetected(Exception):
+    """Block `block`'s parent is not the block before it as we know it: the chain moved."""
+
+    def __init__(self, block: int) -> None:
+        super().__init__(f"reorg detected at block {block}")
+        self.block = block
+
+
+@dataclass(frozen=True)
+class ExtractionTarget:
+    """Where and how the files of one dataset revision are written."""
+
+    network: str
+    store: ObjectStore
+    writer: WriterSettings | Any  # WriterSettings, or a config `[writer]` section
+    table_prefixes: dict[str, str]  # table -> "<namespace>/<dataset>/<table>/<revision>"
+    discard_on: tuple[type[BaseException], ...] = field(default=())
+
+    def settings(self) -> WriterSettings:
+        if isinstance(self.writer, WriterSettings):
+            return self.writer
+        return WriterSettings.from_config(self.writer)
+
+    def location(self, table: str) -> TableLocation:
+        namespace, dataset, name, revision = self.table_prefixes[table].split("/")
+        return TableLocation(namespace, dataset, name, revision)
+
+
+@dataclass
+class Tuning:
+    """How hard to pull on the provider."""
+
+    chunk_blocks: int = 100  # blocks per fetch_blocks call
+    chunks_in_flight: int = 4
+
+
+async def extract_range(
+    source: BlockSource,
+    target: ExtractionTarget,
+    start: int,
+    end: int,
+    on_commit: CommitFn,
+    *,
+    stop: asyncio.Event | None = None,
+    expected_parent: bytes | str | None = None,
+    tuning: Tuning | None = None,
+    progress: ProgressFn | None = None,
+) -> int:
+    """Extract blocks `start..end` (inclusive) and hand each closed file group to `on_commit`.
+
+    Files close together when one of them reaches the writer's size or age limit, at `end`,
+    or when `stop` is set (the file in hand is committed first). Returns the last block
+    handed to `on_commit` (start - 1 if none). Raises ReorgDetected when the hash chain
+    breaks (nothing past the last commit is kept). If `on_commit` raises, the files of that
+    group are deleted when the error is one of `target.discard_on` (the commit certainly did
+    not happen) and kept otherwise (it may have), then the error propagates.
+    """
+    if end < start:
+        return start - 1
+    tuning = tuning or Tuning()
+    settings = target.settings()
+    writers = {
+        table: TableWriter(
+            target.store, target.location(table), schema, target.network, settings, end_block=end
+        )
+        for table, schema in TABLES.items()
+    }
+    parent = _as_hex(expected_parent)
+    committed = start - 1
+    done_blocks = 0
+    rows = dict.fromkeys(TABLES, 0)
+    fetches: asyncio.Queue[asyncio.Task[list[RawBlock]] | None] = asyncio.Queue(
+        maxsize=tuning.chunks_in_flight
+    )
+    producer = asyncio.create_task(_produce(source, start, end, tuning.chunk_blocks, fetches, stop))
+    try:
+        while True:
+            task = await fetches.get()
+            if task is None:
+                break
+            raw = await task
+            batches, headers = await asyncio.to_thread(_convert, raw)
+            parent = _check_chain(headers, parent)
+            closed: list[ClosedFile] = []
+            for table, writer in writers.items():
+                result = await writer.write(batches[table], headers)
+                if result is not None:
+                    closed.append(result)
+                rows[table] += batches[table].num_rows
+            done_blocks += len(headers)
+            if closed or (stop is not None and stop.is_set()):
+                committed = await _commit_group(writers, closed, on_commit, target, committed)
+            if progress is not None:
+                progress(done_blocks, dict(rows))
+            if stop is not None and stop.is_set():
+                break
+        return committed
+    except BaseException:
+        for writer in writers.values():
+            await writer.abort()
+        raise
+    finally:
+        if not producer.done():
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+        while not fetches.empty():
+            leftover = fetches.get_nowait()
+            if leftover is not None:
+                leftover.cancel()
+
+
+async def _produce(
+    source: BlockSource,
+    start: int,
+    end: int,
+    chunk: int,
+    out: asyncio.Queue[asyncio.Task[list[RawBlock]] | None],
+    stop: asyncio.Event | None,
+) -> None:
+    """Start fetches in block order; the bounded queue limits how many are in flight."""
+    cursor = start
+    try:
+        while cursor <= end and not (stop is not None and stop.is_set()):
+            last = min(cursor + chunk - 1, end)
+            numbers = list(range(cursor, last + 1))
+            await out.put(asyncio.create_task(source.fetch_blocks(numbers)))
+            cursor = last + 1
+    finally:
+        await out.put(None)
+
+
+def _convert(raw: list[RawBlock]) -> tuple[dict[str, Any], list[BlockHeader]]:
+    return convert(raw), block_headers(raw)
+
+
+def _check_chain(headers: list[BlockHeader], parent: str | None) -> str | None:
+    for header in headers:
+        if parent is not None and header.parent_hash.lower() != parent:
+            raise ReorgDetected(header.number)
+        parent = header.hash.lower()
+    return parent
+
+
+async def _commit_group(
+    writers: dict[str, TableWriter],
+    closed: list[ClosedFile],
+    on_commit: CommitFn,
+    target: ExtractionTarget,
+    committed: int,
+) -> int:
+    """Close the other writers at the same block, then commit the group."""
+    tables_closed = {f.table for f in closed}
+    for table, writer in writers.items():
+        if table not in tables_closed:
+            result = await writer.close_file()
+            if result is not None:
+                closed.append(result)
+    if not closed:
+        return committed
+    closed.sort(key=lambda f: list(TABLES).index(f.table))
+    try:
+        await on_commit(closed)
+    except target.discard_on:
+        for f in closed:
+            with contextlib.suppress(OSError):
+                await target.store.delete(f.key)
+        raise
+    return closed[0].end_block
+
+
+def _as_hex(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return value.lower()
