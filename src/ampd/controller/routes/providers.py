@@ -1,0 +1,81 @@
+"""Providers: TOML files in `providers_dir`, managed over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ampd.controller.admin_api import ApiError, context, read_json
+from ampd.providers.config import (
+    ProviderConfigError,
+    load_provider_file,
+    load_providers,
+    parse_provider,
+)
+
+router = APIRouter(tags=["providers"])
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ApiError(
+            400,
+            "INVALID_PROVIDER_NAME",
+            f"invalid provider name {name!r}: expected [a-z_][a-z0-9_]*",
+        )
+
+
+@router.post("/providers", status_code=201)
+async def create_provider(request: Request) -> JSONResponse:
+    """Create or replace `<providers_dir>/<name>.toml`."""
+    body = await read_json(request, "INVALID_REQUEST_BODY")
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise ApiError(
+            400, "INVALID_REQUEST_BODY", "the body must be an object with a string 'name'"
+        )
+    name = body["name"]
+    fields = {key: value for key, value in body.items() if key != "name"}
+    try:
+        provider = parse_provider(name, fields)
+    except ProviderConfigError as exc:
+        raise ApiError(400, "INVALID_REQUEST_BODY", str(exc)) from None
+    folder = context(request).providers_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    staging = folder / f".{name}.toml.tmp"
+    staging.write_text(provider.to_toml())
+    os.replace(staging, path)  # readers see the old file or the new one, never half of one
+    return JSONResponse(provider.to_public_dict(), status_code=201)
+
+
+@router.get("/providers")
+async def list_providers(request: Request) -> dict[str, Any]:
+    try:
+        providers = load_providers(context(request).providers_dir)
+    except ProviderConfigError as exc:
+        raise ApiError(500, "PROVIDER_CONFIG_ERROR", str(exc)) from None
+    return {"providers": [p.to_public_dict() for p in providers]}
+
+
+@router.get("/providers/{name}")
+async def get_provider(request: Request, name: str) -> dict[str, Any]:
+    _check_name(name)
+    path = context(request).providers_dir / f"{name}.toml"
+    if not path.is_file():
+        raise ApiError(404, "PROVIDER_NOT_FOUND", f"provider {name} not found")
+    try:
+        return load_provider_file(path).to_public_dict()
+    except ProviderConfigError as exc:
+        raise ApiError(500, "PROVIDER_CONFIG_ERROR", str(exc)) from None
+
+
+@router.delete("/providers/{name}", status_code=204)
+async def delete_provider(request: Request, name: str) -> Response:
+    _check_name(name)
+    (context(request).providers_dir / f"{name}.toml").unlink(missing_ok=True)
+    return Response(status_code=204)

@@ -1,0 +1,270 @@
+"""The scheduler: runs on the leading controller only, a few times a second.
+
+Each pass, in order:
+1. take the segments of dead workers (heartbeat older than `worker_timeout_secs`) back;
+2. assign waiting segments to live workers, least-loaded first, most urgent job first;
+3. move jobs along: completion, stop requests, failures past `max_retries`.
+Every pass is idempotent, so a new leader simply starts passing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import psycopg
+
+from ampd.controller.deploy import matches
+from ampd.logs import get_logger
+from ampd.metadb.db import MetadataDb, fetch_all, fetch_one
+from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL, Job, record_event, segment_counts, transition
+
+log = get_logger("controller")
+
+LEADER_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"ampd:controller:leader").digest()[:8], "big", signed=True
+)
+
+
+def _action(node_id: str, segment_id: int, epoch: int, action: str) -> str:
+    return json.dumps(
+        {"node_id": node_id, "segment_id": segment_id, "epoch": epoch, "action": action}
+    )
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: MetadataDb,
+        *,
+        worker_timeout_secs: float,
+        max_retries: int,
+        interval_secs: float = 0.3,
+    ) -> None:
+        self.db = db
+        self.worker_timeout_secs = worker_timeout_secs
+        self.max_retries = max_retries
+        self.interval_secs = interval_secs
+
+    async def run_pass(self) -> None:
+        await self.reap_dead_workers()
+        await self.assign_segments()
+        await self.advance_jobs()
+
+    async def reap_dead_workers(self) -> None:
+        dead = await self.db.fetch_all(
+            "dead_workers_with_segments", {"timeout": self.worker_timeout_secs}
+        )
+        for row in dead:
+            node_id = row["node_id"]
+            async with self.db.transaction() as conn:
+                released = await fetch_all(conn, "release_segments_of", {"node_id": node_id})
+                by_job: dict[int, list[int]] = {}
+                for seg in released:
+                    by_job.setdefault(seg["job_id"], []).append(seg["id"])
+                for job_id, segment_ids in by_job.items():
+                    await record_event(
+                        conn, job_id, "WORKER_LOST", node_id, {"segments": segment_ids}
+                    )
+            if released:
+                log.warning(
+                    "worker %s missed its heartbeats for %.0fs: released %d segment(s) for reassignment",
+                    node_id,
+                    self.worker_timeout_secs,
+                    len(released),
+                )
+
+    async def assign_segments(self) -> None:
+        notices: list[str] = []
+        async with self.db.transaction() as conn:
+            waiting = await fetch_all(
+                conn, "assignable_segments", {"max_retries": self.max_retries}
+            )
+            if not waiting:
+                return
+            live = await fetch_all(conn, "live_workers", {"timeout": self.worker_timeout_secs})
+            load = {w["node_id"]: w["load"] for w in live}
+            started_jobs: set[int] = set()
+            for seg in waiting:
+                candidates = [n for n in load if matches(seg["worker_pattern"], n)]
+                if not candidates:
+                    continue
+                node_id = min(candidates, key=lambda n: (load[n], n))
+                row = await fetch_one(
+                    conn,
+                    "assign_segment",
+                    {"id": seg["id"], "epoch": seg["epoch"], "node_id": node_id},
+                )
+                if row is None:
+                    continue
+                load[node_id] += 1
+                notices.append(_action(node_id, row["id"], row["epoch"], "start"))
+                await record_event(
+                    conn,
+                    seg["job_id"],
+                    "SEGMENT_ASSIGNED",
+                    node_id,
+                    {"segment_id": row["id"], "epoch": row["epoch"]},
+                )
+                if seg["job_id"] not in started_jobs:
+                    started_jobs.add(seg["job_id"])
+                    await transition(conn, seg["job_id"], "RUNNING", ("SCHEDULED",), node_id)
+            for notice in notices:
+                await conn.execute("SELECT pg_notify(%s, %s)", (JOB_ACTIONS_CHANNEL, notice))
+        for notice in notices:
+            log.info("assigned %s", notice)
+
+    async def advance_jobs(self) -> None:
+        jobs = [
+            Job.from_row(row)
+            for row in await self.db.fetch_all(
+                "jobs_with_status",
+                {"statuses": ["SCHEDULED", "RUNNING", "STOP_REQUESTED", "STOPPING"]},
+            )
+        ]
+        for job in jobs:
+            async with self.db.transaction() as conn:
+                await self._advance(conn, job)
+
+    async def _advance(self, conn: psycopg.AsyncConnection[Any], job: Job) -> None:
+        counts = await segment_counts(conn, job.id)
+        running = counts.get("ASSIGNED", 0) + counts.get("RUNNING", 0)
+        unfinished = running + counts.get("PENDING", 0) + counts.get("FAILED", 0)
+        if job.status in ("SCHEDULED", "RUNNING"):
+            if counts.get("FATAL"):
+                failed = await self._first_error(conn, job.id, "FATAL")
+                await transition(conn, job.id, "FATAL", (job.status,), None, failed)
+                await self._stop_segments(conn, job)
+                log.error("job %d failed fatally: %s", job.id, failed["error_message"])
+                return
+            exhausted = await fetch_one(
+                conn,
+                "exhausted_segment",
+                {"job_id": job.id, "max_retries": self.max_retries},
+            )
+            if exhausted is not None:
+                detail = {
+                    "error_code": "SEGMENT_RETRIES_EXHAUSTED",
+                    "error_message": exhausted["error"] or "segment failed",
+                    "segment_id": exhausted["id"],
+                    "attempts": exhausted["attempts"],
+                }
+                await transition(conn, job.id, "ERROR", (job.status,), None, detail)
+                await self._stop_segments(conn, job)
+                log.error(
+                    "job %d failed after %d attempts: %s",
+                    job.id,
+                    exhausted["attempts"],
+                    exhausted["error"],
+                )
+                return
+            if unfinished == 0:
+                await transition(conn, job.id, "COMPLETED", (job.status,))
+                log.info("job %d completed", job.id)
+            return
+        if job.status == "STOP_REQUESTED":
+            await self._stop_segments(conn, job)
+            await transition(conn, job.id, "STOPPING", ("STOP_REQUESTED",))
+            return
+        if job.status == "STOPPING" and running == 0:
+            await fetch_all(conn, "stop_idle_segments", {"job_id": job.id})
+            await transition(conn, job.id, "STOPPED", ("STOPPING",))
+            log.info("job %d stopped", job.id)
+
+    async def _stop_segments(self, conn: psycopg.AsyncConnection[Any], job: Job) -> None:
+        """Idle segments stop at once; running ones are told to stop after the file in hand."""
+        await fetch_all(conn, "stop_idle_segments", {"job_id": job.id})
+        for seg in await fetch_all(conn, "running_segments_of_job", {"job_id": job.id}):
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (JOB_ACTIONS_CHANNEL, _action(seg["node_id"], seg["id"], seg["epoch"], "stop")),
+            )
+
+    @staticmethod
+    async def _first_error(
+        conn: psycopg.AsyncConnection[Any], job_id: int, status: str
+    ) -> dict[str, Any]:
+        row = await fetch_one(conn, "segment_error", {"job_id": job_id, "status": status})
+        message = (row or {}).get("error") or "segment failed"
+        return {
+            "error_code": "EXTRACTION_FATAL",
+            "error_message": message,
+            "segment_id": (row or {}).get("id"),
+        }
+
+
+class Leadership:
+    """Who schedules: the controller holding a session-level advisory lock.
+
+    The lock lives on a dedicated connection; if that connection dies (controller killed,
+    database restarted), the lock is gone and another controller takes it within a second.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    async def try_lead(self) -> bool:
+        if self.leading:
+            try:
+                await self._conn.execute("SELECT 1")  # type: ignore[union-attr]
+                return True
+            except psycopg.Error:
+                await self.resign()
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=5
+            )
+        except psycopg.Error:
+            return False
+        try:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+            row = await cursor.fetchone()
+        except psycopg.Error:
+            await conn.close()
+            return False
+        if row and row[0]:
+            self._conn = conn
+            return True
+        await conn.close()
+        return False
+
+    async def resign(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            try:
+                await conn.close()
+            except psycopg.Error:
+                pass
+
+
+async def run_scheduler(
+    scheduler: Scheduler, leadership: Leadership, stop: asyncio.Event, *, node: str
+) -> None:
+    """Try to lead; while leading, run scheduling passes until `stop` is set."""
+    was_leading = False
+    while not stop.is_set():
+        leading = await leadership.try_lead()
+        if leading != was_leading:
+            log.info(
+                "controller %s %s the scheduler",
+                node,
+                "now leads" if leading else "no longer leads",
+            )
+            was_leading = leading
+        if leading:
+            try:
+                await scheduler.run_pass()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("scheduling pass failed (will retry): %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), scheduler.interval_secs if leading else 1.0)
+        except TimeoutError:
+            pass
+    await leadership.resign()
