@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ampd.config import Config
-from ampd.controller.admin_api import create_app
+from ampd.controller.service import Controller
 from ampd.logs import get_logger
 from ampd.metadb.managed import ManagedPostgres
 from ampd.metadb.migrate import migrate
-from ampd.runtime.http import HttpService
 from ampd.runtime.signals import ShutdownSignal
+from ampd.worker.service import Worker
 
 log = get_logger("solo")
 
 SERVICES = ("admin", "jsonl", "flight")
 # Services whose implementation exists in this version.
 _AVAILABLE = {"admin"}
+EMBEDDED_WORKER_ID = "worker"
 
 
 class SoloError(Exception):
@@ -75,7 +76,8 @@ async def run_solo(options: SoloOptions) -> None:
     managed: ManagedPostgres | None = None
     shutdown = ShutdownSignal(on_second=lambda: managed.kill() if managed else None)
     shutdown.install()
-    services: list[HttpService] = []
+    controller: Controller | None = None
+    worker: Worker | None = None
     try:
         url = options.config.metadata_db.url
         if url is None:
@@ -84,15 +86,17 @@ async def run_solo(options: SoloOptions) -> None:
             log.info("metadata database: %s", url)
         if options.config.metadata_db.auto_migrate:
             await migrate(url)
-        if "admin" in options.services:
-            services.append(HttpService("admin API", create_app(), options.config.admin_api_addr))
-        for service in services:
-            await service.start()
+        controller = Controller(options.config, url, serve_api="admin" in options.services)
+        await controller.start()
+        worker = Worker(options.config, url, EMBEDDED_WORKER_ID)
+        await worker.start()
         log.info("ampd solo is up (amp dir %s)", options.amp_dir)
         await shutdown.wait()
     finally:
-        for service in reversed(services):
-            await service.stop()
+        if worker is not None:
+            await worker.shutdown()
+        if controller is not None:
+            await controller.stop()
         if managed is not None:
             await asyncio.to_thread(managed.stop)
         os.close(lock_fd)

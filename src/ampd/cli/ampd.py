@@ -120,6 +120,7 @@ def solo(
     from ampd.metadb.managed import ManagedPostgresError
     from ampd.metadb.migrate import MigrationError
     from ampd.solo import SoloError, SoloOptions, run_solo
+    from ampd.worker.service import WorkerError
 
     amp_dir = (amp_dir or Path.cwd() / ".amp").resolve()
     config_path = ctx.obj["config"]
@@ -135,16 +136,22 @@ def solo(
         SoloError,
         ManagedPostgresError,
         MigrationError,
+        WorkerError,
     )
 
 
 @cli.command()
 @click.pass_context
 def controller(ctx: click.Context) -> None:
-    """Run the controller: the Admin API (port 1610) and the job scheduler."""
+    """Run the controller: the Admin API (port 1610) and the job scheduler.
+
+    Several controllers may run against one database: all serve the API, one leads the
+    scheduling, and another takes over within seconds when the leader dies."""
+    from ampd.services import run_controller_process
+
     config = _require_config(ctx, "controller")
-    _require_db_url(config, "controller")
-    fail("the controller service is not implemented in this version of ampd")
+    url = _require_db_url(config, "controller")
+    _run(run_controller_process(config, url), *_service_errors())
 
 
 @cli.command()
@@ -164,8 +171,10 @@ def worker(ctx: click.Context, node_id: str | None) -> None:
             f"invalid node id {node_id!r}: expected a letter followed by letters, digits, "
             "'_', '.' or '-'"
         )
-    _require_db_url(config, "worker")
-    fail("the worker service is not implemented in this version of ampd")
+    url = _require_db_url(config, "worker")
+    from ampd.services import run_worker_process
+
+    _run(run_worker_process(config, url, node_id), *_service_errors())
 
 
 @cli.command()
@@ -191,6 +200,14 @@ def migrate(ctx: click.Context) -> None:
     _run(apply_migrations(url), MigrationError)
 
 
+def _service_errors() -> tuple[type[Exception], ...]:
+    from ampd.metadb.managed import ManagedPostgresError
+    from ampd.metadb.migrate import MigrationError
+    from ampd.services import ServiceError
+
+    return (ServiceError, ManagedPostgresError, MigrationError)
+
+
 def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001
     """Run a command's coroutine; expected errors and database errors exit 1 with one line."""
     import psycopg
@@ -202,6 +219,11 @@ def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001
     except Exception as exc:  # noqa: BLE001 - the spec's exit code 1 with one line
         log.debug("unexpected error", exc_info=True)
         fail(f"{type(exc).__name__}: {exc}")
+
+
+from ampd.cli.dump import dump  # noqa: E402 - registered after the group exists
+
+cli.add_command(dump)
 
 
 def main() -> None:

@@ -1,0 +1,253 @@
+"""One segment run: a worker extracting one segment under one epoch.
+
+Bounded segments run to their end block and complete. The open tail of a continuous job
+follows the head every `poll_interval_secs`, checking each new block's parent against the
+last committed hash to catch reorgs. Every file group is committed through the fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from ampd.config import Config
+from ampd.datasets.manifest import parse_manifest
+from ampd.extract.engine import ExtractionTarget, ReorgDetected, extract_range
+from ampd.extract.sources import open_pool
+from ampd.logs import get_logger, node_id_var
+from ampd.metadb.db import MetadataDb
+from ampd.metadb.segments import Fence, FenceLost, SegmentFence, committed_tail
+from ampd.providers.evm_rpc.convert import ConversionError
+from ampd.storage.store import ObjectStore
+
+log = get_logger("worker")
+
+
+class StopMode(enum.Enum):
+    STOP = "stop"  # the job is stopping: commit the file in hand, then STOPPED
+    RELEASE = "release"  # the worker is leaving: commit the file in hand, hand the segment back
+    ABORT = "abort"  # not ours any more: stop now, commit nothing
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    id: int
+    job_id: int
+    epoch: int
+    start_block: int
+    end_block: int | None
+    checkpoint_block: int | None
+    attempts: int
+    manifest_hash: str
+    namespace: str
+    name: str
+
+    @property
+    def next_block(self) -> int:
+        return self.start_block if self.checkpoint_block is None else self.checkpoint_block + 1
+
+
+def retry_delay(attempts: int) -> float:
+    """Backoff before a failed segment is tried again: 1 s, 2 s, 4 s ... up to 60 s."""
+    return min(2.0 ** max(attempts, 0), 60.0) * random.uniform(0.9, 1.1)
+
+
+class SegmentRun:
+    def __init__(
+        self,
+        db: MetadataDb,
+        config: Config,
+        store: ObjectStore,
+        node_id: str,
+        segment: SegmentInfo,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.store = store
+        self.node_id = node_id
+        self.segment = segment
+        self.stop_event = asyncio.Event()
+        self.mode: StopMode | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def request_stop(self, mode: StopMode) -> None:
+        # ABORT wins over the graceful modes; the first graceful mode is kept.
+        if self.mode is None or mode is StopMode.ABORT:
+            self.mode = mode
+        self.stop_event.set()
+        if mode is StopMode.ABORT and self.task is not None:
+            self.task.cancel()
+
+    async def run(self) -> None:
+        node_id_var.set(self.node_id)
+        seg = self.segment
+        revisions = {
+            r["table_name"]: r
+            for r in await self.db.fetch_all(
+                "active_table_revisions", {"manifest_hash": seg.manifest_hash}
+            )
+        }
+        fence = SegmentFence(
+            self.db,
+            Fence(seg.id, self.node_id, seg.epoch),
+            {t: r["id"] for t, r in revisions.items()},
+        )
+        try:
+            await fence.mark_running()
+            manifest_row = await self.db.fetch_one("get_manifest", {"hash": seg.manifest_hash})
+            manifest = parse_manifest(manifest_row["manifest"])
+            target = ExtractionTarget(
+                network=manifest.network,
+                store=self.store,
+                writer=self.config.writer,
+                table_prefixes={t: r["path"] for t, r in revisions.items()},
+                discard_on=(FenceLost,),
+            )
+            log.info(
+                "segment %d (job %d, epoch %d): blocks %d..%s from %d",
+                seg.id,
+                seg.job_id,
+                seg.epoch,
+                seg.start_block,
+                "head" if seg.end_block is None else seg.end_block,
+                seg.next_block,
+            )
+            async with open_pool(manifest, self.config.providers_dir, max_attempts=20) as pool:
+                if seg.end_block is not None:
+                    await self._bounded(pool, target, fence, seg.next_block, seg.end_block)
+                else:
+                    await self._follow_head(
+                        pool, target, fence, manifest.finalized_blocks_only, manifest.start_block
+                    )
+            await self._finish(fence)
+        except FenceLost as exc:
+            log.warning("%s; stopping it", exc)
+        except asyncio.CancelledError:
+            log.info("segment %d: aborted", seg.id)
+            raise
+        except psycopg.OperationalError as exc:
+            # The database went away: the segment is still ours in the database, and the
+            # worker's reconciliation restarts it from the checkpoint once it is back.
+            log.warning("segment %d: metadata database unavailable, pausing: %s", seg.id, exc)
+        except ConversionError as exc:
+            log.error("segment %d: fatal: %s", seg.id, exc)
+            await self._finish_quietly(fence, "FATAL", str(exc))
+        except Exception as exc:  # noqa: BLE001 - any other failure is retried by the controller
+            log.error(
+                "segment %d failed (will be retried): %s: %s", seg.id, type(exc).__name__, exc
+            )
+            await self._finish_quietly(
+                fence, "FAILED", f"{type(exc).__name__}: {exc}", retry_delay(seg.attempts)
+            )
+
+    async def _bounded(
+        self, pool: Any, target: ExtractionTarget, fence: SegmentFence, start: int, end: int
+    ) -> None:
+        if start > end:
+            return
+        await extract_range(pool, target, start, end, fence.commit, stop=self.stop_event)
+
+    async def _follow_head(
+        self,
+        pool: Any,
+        target: ExtractionTarget,
+        fence: SegmentFence,
+        finalized: bool,
+        first_block: int,
+    ) -> None:
+        seg = self.segment
+        next_block = seg.next_block
+        expected_parent = (
+            await self._last_hash(next_block - 1) if next_block > seg.start_block else None
+        )
+        while not self.stop_event.is_set():
+            head = await pool.head(finalized=finalized)
+            if head >= next_block:
+                try:
+                    next_block = 1 + await extract_range(
+                        pool,
+                        target,
+                        next_block,
+                        head,
+                        fence.commit,
+                        stop=self.stop_event,
+                        expected_parent=expected_parent,
+                    )
+                    expected_parent = await self._last_hash(next_block - 1)
+                except ReorgDetected as reorg:
+                    next_block = await self._rewind(
+                        pool, fence, reorg.block, max(seg.start_block, first_block)
+                    )
+                    expected_parent = (
+                        await self._last_hash(next_block - 1)
+                        if next_block > seg.start_block
+                        else None
+                    )
+                continue
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), self.config.poll_interval_secs)
+            except TimeoutError:
+                pass
+
+    async def _last_hash(self, block: int) -> bytes | None:
+        """Hash of `block` as committed (the last block of a committed file)."""
+        rows = await committed_tail(self.db, self.segment.manifest_hash, block)
+        for row in rows:
+            if row["end_block"] == block:
+                return bytes(row["hash"])
+        return None
+
+    async def _rewind(self, pool: Any, fence: SegmentFence, fork_block: int, floor: int) -> int:
+        """Walk back file by file to a block whose committed hash the node still agrees with."""
+        rows = await committed_tail(self.db, self.segment.manifest_hash, floor)
+        ends = sorted(
+            {row["end_block"] for row in rows if row["end_block"] < fork_block}, reverse=True
+        )
+        ancestor = self.segment.start_block - 1
+        for end in ends:
+            committed = await self._last_hash(end)
+            block = await pool.call("eth_getBlockByNumber", [hex(end), False])
+            if (
+                block is not None
+                and committed is not None
+                and bytes.fromhex(block["hash"][2:]) == committed
+            ):
+                ancestor = end
+                break
+        ancestor = max(ancestor, self.segment.start_block - 1)
+        retired = await fence.rewind(self.segment.manifest_hash, ancestor)
+        log.warning(
+            "segment %d: reorg at block %d; retired %d file(s), resuming after block %d",
+            self.segment.id,
+            fork_block,
+            len(retired),
+            ancestor,
+        )
+        return ancestor + 1
+
+    async def _finish(self, fence: SegmentFence) -> None:
+        seg = self.segment
+        if self.mode is StopMode.RELEASE:
+            return  # the worker hands its segments back when it leaves
+        if self.mode is StopMode.STOP:
+            await fence.finish(seg.job_id, "STOPPED")
+            log.info("segment %d stopped", seg.id)
+        elif seg.end_block is not None:
+            await fence.finish(seg.job_id, "COMPLETED")
+            log.info("segment %d completed", seg.id)
+
+    async def _finish_quietly(
+        self, fence: SegmentFence, status: str, error: str, retry_in: float = 0.0
+    ) -> None:
+        try:
+            await fence.finish(self.segment.job_id, status, error, retry_in)
+        except FenceLost:
+            pass
+        except psycopg.Error as exc:
+            # The database is away; reconciliation or failover will sort the segment out.
+            log.warning("segment %d: could not record %s: %s", self.segment.id, status, exc)

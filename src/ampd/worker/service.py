@@ -1,0 +1,274 @@
+"""`ampd worker`: register, heartbeat, take assigned segments, run them, reconcile.
+
+Connections: one holds the node-id lock and sends heartbeats; one LISTENs for assignments;
+a small pool serves the segment runs. NOTIFY is the fast path; reconciliation (every
+`reconcile_interval_secs`, and after every reconnect) compares the segments the database
+says this worker owns with the runs it has, so a lost notification delays work but never
+loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ampd import __version__
+from ampd.config import Config
+from ampd.logs import get_logger, node_id_var
+from ampd.metadb.db import MetadataDb
+from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
+from ampd.metadb.workers import heartbeat, register, try_lock_node_id
+from ampd.storage.store import open_store
+from ampd.worker.segment_run import SegmentInfo, SegmentRun, StopMode
+
+log = get_logger("worker")
+
+HEARTBEAT_SECS = 1.0
+
+
+class WorkerError(Exception):
+    """The worker cannot start or must exit: one clear line for the user."""
+
+
+def build_info() -> dict[str, Any]:
+    """What `GET /workers/{id}` shows about this build."""
+    sha, stamp = "unknown", None
+    source = Path(__file__).resolve().parents[3]
+    if (source / ".git").exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["git", "-C", str(source), "log", "-1", "--format=%H %cI"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.split()
+            sha, stamp = out[0], out[1]
+    return {
+        "version": __version__,
+        "commit_sha": sha,
+        "commit_timestamp": stamp,
+        "build_date": datetime.now(UTC).date().isoformat(),
+        "python": platform.python_version(),
+    }
+
+
+class Worker:
+    def __init__(self, config: Config, url: str, node_id: str) -> None:
+        self.config = config
+        self.url = url
+        self.node_id = node_id
+        self.db = MetadataDb(
+            url, pool_size=min(config.metadata_db.pool_size, 4), name=f"worker-{node_id}"
+        )
+        self.store = open_store(config.data_dir)
+        self.runs: dict[int, SegmentRun] = {}
+        self._lock_conn: psycopg.AsyncConnection[Any] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconcile_now = asyncio.Event()
+        self._accepting = True
+        self.fatal: WorkerError | None = None
+        self.failed = asyncio.Event()  # set when the worker must exit with an error
+
+    async def start(self) -> None:
+        """Take the node id, register, start heartbeats, listening and reconciliation.
+
+        Raises WorkerError if the node id is in use; nothing is written in that case.
+        """
+        token = node_id_var.set(self.node_id)  # tasks created below inherit it
+        try:
+            self._lock_conn = await self._connect_and_lock()
+            await register(self._lock_conn, self.node_id, build_info())
+            await self.db.open()
+            log.info("worker %s registered", self.node_id)
+            self._tasks = [
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._listen_loop(), name="listen"),
+                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            ]
+        finally:
+            node_id_var.reset(token)
+
+    async def _connect_and_lock(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=10)
+        if not await try_lock_node_id(conn, self.node_id):
+            await conn.close()
+            raise WorkerError(
+                f"node id {self.node_id!r} is already in use by another running worker"
+            )
+        return conn
+
+    # -- heartbeats --
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                assert self._lock_conn is not None
+                await heartbeat(self._lock_conn, self.node_id)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("heartbeat failed: %s; reconnecting", exc)
+                await self._relock()
+                continue
+            await asyncio.sleep(HEARTBEAT_SECS)
+
+    async def _relock(self) -> None:
+        """Reconnect after the database came back, taking the node-id lock again."""
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
+        delay = 0.2
+        while True:
+            try:
+                conn = await self._connect_and_lock()
+            except WorkerError as exc:
+                self._die(exc)
+                return
+            except (psycopg.Error, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._lock_conn = conn
+            await register(conn, self.node_id, build_info())
+            log.info("reconnected to the metadata database")
+            self._reconcile_now.set()
+            return
+
+    def _die(self, error: WorkerError) -> None:
+        log.error("%s", error)
+        self.fatal = error
+        self.failed.set()
+
+    # -- assignments --
+
+    async def _listen_loop(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {JOB_ACTIONS_CHANNEL}")
+                    self._reconcile_now.set()  # anything sent while we were not listening
+                    async for notice in conn.notifies():
+                        self._on_notice(notice.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("listening for assignments failed: %s; reconnecting", exc)
+                await asyncio.sleep(0.5)
+
+    def _on_notice(self, payload: str) -> None:
+        try:
+            action = json.loads(payload)
+        except json.JSONDecodeError:
+            return
+        if action.get("node_id") != self.node_id:
+            return
+        log.debug("notified: %s", action)
+        if action.get("action") == "stop":
+            run = self.runs.get(action.get("segment_id"))
+            if run is not None and run.segment.epoch == action.get("epoch"):
+                run.request_stop(StopMode.STOP)
+        self._reconcile_now.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._reconcile_now.wait(), self.config.reconcile_interval_secs
+                )
+            except TimeoutError:
+                pass
+            self._reconcile_now.clear()
+            try:
+                await self.reconcile()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("reconciliation failed: %s", exc)
+                await asyncio.sleep(0.5)
+                self._reconcile_now.set()
+
+    async def reconcile(self) -> None:
+        """Start the segments the database gives us that we do not run; stop the others."""
+        owned = {
+            row["id"]: row
+            for row in await self.db.fetch_all("owned_segments", {"node_id": self.node_id})
+        }
+        for segment_id, run in list(self.runs.items()):
+            row = owned.get(segment_id)
+            if row is None or row["epoch"] != run.segment.epoch:
+                log.info("segment %d is no longer ours; aborting its run", segment_id)
+                run.request_stop(StopMode.ABORT)
+            elif row["job_status"] not in ("SCHEDULED", "RUNNING"):
+                run.request_stop(StopMode.STOP)
+        if not self._accepting:
+            return
+        for segment_id, row in owned.items():
+            run = self.runs.get(segment_id)
+            if run is not None and run.segment.epoch == row["epoch"]:
+                continue
+            if row["job_status"] not in ("SCHEDULED", "RUNNING"):
+                self._start(row, stop_mode=StopMode.STOP)
+            else:
+                self._start(row)
+
+    def _start(self, row: dict[str, Any], stop_mode: StopMode | None = None) -> None:
+        info = SegmentInfo(
+            id=row["id"],
+            job_id=row["job_id"],
+            epoch=row["epoch"],
+            start_block=row["start_block"],
+            end_block=row["end_block"],
+            checkpoint_block=row["checkpoint_block"],
+            attempts=row["attempts"],
+            manifest_hash=row["manifest_hash"],
+            namespace=row["namespace"],
+            name=row["name"],
+        )
+        run = SegmentRun(self.db, self.config, self.store, self.node_id, info)
+        if stop_mode is not None:
+            run.request_stop(stop_mode)
+        self.runs[info.id] = run
+        run.task = asyncio.create_task(self._supervise(run), name=f"segment-{info.id}")
+
+    async def _supervise(self, run: SegmentRun) -> None:
+        try:
+            await run.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if self.runs.get(run.segment.id) is run:
+                del self.runs[run.segment.id]
+
+    # -- shutdown --
+
+    async def shutdown(self) -> None:
+        """Graceful: let each run commit its file in hand (bounded), release our segments,
+        mark ourselves stopped. The commit fence keeps this safe if it is cut short."""
+        self._accepting = False
+        runs = list(self.runs.values())
+        for run in runs:
+            run.request_stop(StopMode.RELEASE)
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_secs)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            released = await self.db.fetch_all("release_segments_of", {"node_id": self.node_id})
+            await self.db.execute("mark_worker_stopped", {"node_id": self.node_id})
+            if released:
+                await self.db.notify("job_changes", "released")
+            log.info("released %d segment(s); worker %s stopped", len(released), self.node_id)
+        except psycopg.Error as exc:
+            log.warning("could not release segments on shutdown (failover will): %s", exc)
+        await self.db.close()
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
