@@ -167,6 +167,15 @@ async def test_blocks_without_rows_are_covered(store, pairs):
     assert await w.close_file() is None  # nothing open any more
 
 
+async def test_accepts_tables_as_well_as_batches(store, pairs):
+    blocks = chain(pairs, 1, 4)
+    table = pa.Table.from_batches(
+        [convert(blocks[:2])["transactions"], convert(blocks[2:])["transactions"]]
+    )
+    closed = await writer(store, end_block=4).write(table, block_headers(blocks))
+    assert read(store, closed).equals(table.combine_chunks())
+
+
 async def test_a_file_with_no_rows_still_records_its_range(store, pairs):
     w = writer(store, "logs")
     await w.write(None, block_headers(pairs)[:2])
@@ -273,6 +282,29 @@ async def test_abort_deletes_the_staging_file(store, pairs):
     assert not staging.exists()
     assert await store.list() == []
     assert await w.close_file() is None
+
+
+class FlakyStore(LocalStore):
+    """Refuses the first put, like a store that is briefly unreachable."""
+
+    failures = 1
+
+    async def put_file(self, local_path, key):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("store unavailable")
+        return await super().put_file(local_path, key)
+
+
+async def test_close_can_be_retried_after_a_failed_put(tmp_path, pairs):
+    store = FlakyStore(tmp_path / "data")
+    w = writer(store, "logs")
+    await w.write(convert(pairs)["logs"], block_headers(pairs))
+    with pytest.raises(OSError, match="unavailable"):
+        await w.close_file()
+    closed = await w.close_file()
+    assert closed.rows == 10 and read(store, closed).num_rows == 10
+    assert not any((store.root / ".staging").iterdir())
 
 
 async def test_blocks_must_follow_each_other(store, pairs):
