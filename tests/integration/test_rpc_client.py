@@ -232,19 +232,21 @@ async def test_rate_limit_paces_requests_and_batch_counts_once(anvil: Anvil) -> 
         assert proxy.requests == 1
 
 
-async def test_websocket_reconnects_after_node_restart(tmp_path) -> None:
-    port = free_port()
-    config = provider(f"ws://127.0.0.1:{port}", timeout_secs=2)
-    with Anvil(port=port) as first:
-        first.mine(3)
-        client = EvmRpcClient(config, backoff_base=0.05)
-        assert await client.head() == 3
-    # Same port, new chain: the next request reconnects (retrying until it is back).
-    with Anvil(port=port) as second:
-        try:
+@pytest.mark.parametrize("transport", ["ws", "ipc"])
+async def test_reconnects_after_node_restart(tmp_path, transport: str) -> None:
+    port, ipc = free_port(), tmp_path / "restart.ipc"
+    first = Anvil(port=port, ipc_path=ipc)
+    url = first.ws_url if transport == "ws" else first.ipc_url
+    client = EvmRpcClient(provider(url, timeout_secs=2), backoff_base=0.05)
+    try:
+        with first:
+            first.mine(3)
+            assert await client.head() == 3
+        # Same address, new chain: the next request reconnects (retrying until it is back).
+        with Anvil(port=port, ipc_path=ipc) as second:
             assert await client.call("eth_blockNumber") == hex(second.block_number())
-        finally:
-            await client.aclose()
+    finally:
+        await client.aclose()
 
 
 async def test_ipc_and_ws_serve_concurrent_requests(

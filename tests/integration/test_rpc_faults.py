@@ -95,8 +95,8 @@ async def test_fault_survived(
 async def test_delay_past_timeout(
     proxy: FaultProxy, chain: ChainInfo, clean: list[RawBlock]
 ) -> None:
-    proxy.set_faults(Fault("delay", method="eth_getBlockByNumber", first=1, delay=1.5))
-    async with client(proxy, timeout_secs=0.5, rpc_batch_size=50) as c:
+    proxy.set_faults(Fault("delay", method="eth_getBlockByNumber", first=1, delay=2.5))
+    async with client(proxy, timeout_secs=1, rpc_batch_size=50) as c:
         assert await c.fetch_blocks(chain.numbers) == clean
     assert proxy.injected["delay"] == 1
 
