@@ -115,11 +115,16 @@ class Columns:
         except CONVERSION_ERRORS:
             raise self._locate(column, items, fn) from None
 
-    def array(self, column: str, values: list, type_: pa.DataType) -> pa.Array:
+    def array(self, column: str, values: Sequence, type_: pa.DataType) -> pa.Array:
+        """`pa.array(values, type_)`; pyarrow checks widths, UInt ranges and decimal digits,
+        we add that decimals are not negative. Raises ConversionError."""
         try:
-            return pa.array(values, type=type_)
+            array = pa.array(values, type=type_)
         except ARROW_ERRORS:
             raise self._locate(column, values, lambda v: pa.array([v], type=type_)) from None
+        if type_ == WEI and array.null_count < len(array) and pc.min(array).as_py() < 0:
+            raise self._locate(column, values, lambda v: v is None or wei(v))
+        return array
 
     def ints(self, column: str, rows: list[dict], key: str) -> list[int]:
         try:
@@ -141,10 +146,7 @@ class Columns:
             ints = self.values(column, raw, lambda v: None if v is None else int(v, 16))
         else:
             ints = self.values(column, raw, hex_int)
-        array = self.array(column, ints, WEI)  # pyarrow rejects more than 38 digits
-        if array.null_count < len(array) and pc.min(array).as_py() < 0:
-            raise self._locate(column, raw, lambda v: v is None or wei(int(v, 16)))
-        return array
+        return self.array(column, ints, WEI)
 
     def fixed(
         self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False

@@ -45,6 +45,7 @@ _ZERO_32 = bytes(32)
 # zero signature, v_parity false and no chain id.
 _KNOWN_TYPES = frozenset((0, 1, 2, 3, 4))
 _EMPTY: list = []
+_fromhex = bytes.fromhex
 
 
 @dataclass(frozen=True)
@@ -342,32 +343,33 @@ def _derive(tx: dict) -> tuple:
             raise ValueError("transaction type out of range for Int32")
         if t not in _KNOWN_TYPES:
             return _unknown_type(tx, t)
+        # Range and length checks happen once per column, in Columns.array.
         if t < 2:
             column, value = "gas_price", tx.get("gasPrice")
-            gas_price = wei(int(value, 16))
-            max_fee = gas_price
+            gas_price = max_fee = int(value, 16)
             priority_fee = None
         else:
             gas_price = None
             column, value = "max_fee_per_gas", tx.get("maxFeePerGas")
-            max_fee = wei(int(value, 16))
+            max_fee = int(value, 16)
             column, value = "max_priority_fee_per_gas", tx.get("maxPriorityFeePerGas")
-            priority_fee = wei(int(value, 16))
+            priority_fee = int(value, 16)
         blob_fee = None
         if t == 3:
             column, value = "max_fee_per_blob_gas", tx.get("maxFeePerBlobGas")
-            blob_fee = wei(int(value, 16))
+            blob_fee = int(value, 16)
+        # r and s are quantities: the node drops leading zeros, so pad back to 32 bytes.
         column, value = "r", tx.get("r")
-        r = quantity32(value)
+        r = _fromhex(value[2:].zfill(64))
         column, value = "s", tx.get("s")
-        s = quantity32(value)
+        s = _fromhex(value[2:].zfill(64))
         if t == 0:
             column, value = "v_parity", tx.get("v")
             v = int(value, 16)
             if v >= 35:  # EIP-155: v = chain_id * 2 + 35 + parity
                 parity = (v - 35) % 2 == 1
                 column, value = "chain_id", tx.get("chainId")
-                chain_id = (v - 35) // 2 if value is None else u64(int(value, 16))
+                chain_id = (v - 35) // 2 if value is None else int(value, 16)
             else:  # pre-EIP-155 (27, 28): the signature commits to no chain
                 parity = v in (1, 28)
                 chain_id = None
@@ -378,7 +380,7 @@ def _derive(tx: dict) -> tuple:
                 value = tx.get("v")
             parity = int(value, 16) == 1
             column, value = "chain_id", tx.get("chainId")
-            chain_id = u64(int(value, 16))
+            chain_id = int(value, 16)
             column, value = "access_list", tx.get("accessList")
             access_list = _access_list(value) if value else _EMPTY
         blob_hashes = None
