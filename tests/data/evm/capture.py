@@ -59,6 +59,10 @@ def rpc(method, *params):
     return body["result"]
 
 
+def send(sender, **fields):
+    return rpc("eth_sendTransaction", {"from": sender, **fields})
+
+
 def cast(*args):
     out = subprocess.run([str(CAST), *args, "--rpc-url", URL], capture_output=True, text=True)
     if out.returncode != 0:
@@ -79,26 +83,29 @@ def main() -> int:
             except httpx.HTTPError:
                 time.sleep(0.1)
         a0, a1, a2 = ACCOUNTS
+        gwei = 10**9
+        fee_1559 = {"maxFeePerGas": hex(5 * gwei), "maxPriorityFeePerGas": hex(gwei), "type": "0x2"}
         # Block 1: legacy transfer, EIP-2930 with an access list, EIP-1559 contract creation.
-        rpc("eth_sendTransaction", {"from": a0, "to": a1, "value": hex(10**18), "gasPrice": hex(3 * 10**9), "type": "0x0"})
-        rpc("eth_sendTransaction", {
-            "from": a1, "to": a2, "value": "0x1", "gasPrice": hex(3 * 10**9), "type": "0x1",
-            "accessList": [{"address": a2, "storageKeys": ["0x" + "00" * 31 + "01", "0x" + "00" * 31 + "02"]}],
-        })
-        rpc("eth_sendTransaction", {"from": a2, "data": "0x" + INIT, "maxFeePerGas": hex(5 * 10**9), "maxPriorityFeePerGas": hex(10**9), "type": "0x2"})
+        keys = ["0x" + "00" * 31 + "01", "0x" + "00" * 31 + "02"]
+        send(a0, to=a1, value=hex(10**18), gasPrice=hex(3 * gwei), type="0x0")
+        send(a1, to=a2, value="0x1", gasPrice=hex(3 * gwei), type="0x1",
+             accessList=[{"address": a2, "storageKeys": keys}])  # fmt: skip
+        send(a2, data="0x" + INIT, **fee_1559)
         rpc("evm_mine")
         receipts = rpc("eth_getBlockReceipts", "0x1")
         contract = next(r["contractAddress"] for r in receipts if r["contractAddress"])
         # Block 2: logs with 0..4 topics, a reverted call, an EIP-2930 tx without entries,
         # a blob tx and an EIP-7702 tx.
-        rpc("eth_sendTransaction", {"from": a0, "to": contract, "maxFeePerGas": hex(5 * 10**9), "maxPriorityFeePerGas": hex(10**9), "type": "0x2"})
-        rpc("eth_sendTransaction", {"from": a0, "to": contract, "data": "0x01", "gas": hex(100_000), "maxFeePerGas": hex(5 * 10**9), "maxPriorityFeePerGas": hex(10**9), "type": "0x2"})
-        rpc("eth_sendTransaction", {"from": a0, "to": a1, "value": "0x2", "gasPrice": hex(3 * 10**9), "type": "0x1", "accessList": []})
+        send(a0, to=contract, **fee_1559)
+        send(a0, to=contract, data="0x01", gas=hex(100_000), **fee_1559)
+        send(a0, to=a1, value="0x2", gasPrice=hex(3 * gwei), type="0x1", accessList=[])
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as blob:
             blob.write("ampd blob sample")
-        cast("send", "--async", "--private-key", KEY_1, "--blob", "--eip4844", "--path", blob.name, a2)
+        cast("send", "--async", "--private-key", KEY_1,
+             "--blob", "--eip4844", "--path", blob.name, a2)  # fmt: skip
         os.unlink(blob.name)
-        cast("send", "--async", "--gas-limit", "200000", "--gas-price", "5gwei", "--priority-gas-price", "1gwei", "--private-key", KEY_2, "--auth", contract, a2)
+        cast("send", "--async", "--gas-limit", "200000", "--gas-price", "5gwei",
+             "--priority-gas-price", "1gwei", "--private-key", KEY_2, "--auth", contract, a2)  # fmt: skip
         rpc("evm_mine")
         pairs = []
         for n in range(3):
