@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +68,22 @@ class Tuning:
 
     chunk_blocks: int = 100  # blocks per fetch_blocks call
     chunks_in_flight: int = 4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Tuning:
+        """Defaults, overridden by AMP_EXTRACT_CHUNK_BLOCKS and AMP_EXTRACT_CHUNKS_IN_FLIGHT."""
+        env = os.environ if env is None else env
+        values = {}
+        for field_name, var in (
+            ("chunk_blocks", "AMP_EXTRACT_CHUNK_BLOCKS"),
+            ("chunks_in_flight", "AMP_EXTRACT_CHUNKS_IN_FLIGHT"),
+        ):
+            raw = env.get(var)
+            if raw:
+                if not raw.isdigit() or int(raw) < 1:
+                    raise ValueError(f"invalid {var}={raw!r}: expected a positive integer")
+                values[field_name] = int(raw)
+        return cls(**values)
 
 
 async def extract_range(

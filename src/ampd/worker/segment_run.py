@@ -17,7 +17,7 @@ import psycopg
 
 from ampd.config import Config
 from ampd.datasets.manifest import parse_manifest
-from ampd.extract.engine import ExtractionTarget, ReorgDetected, extract_range
+from ampd.extract.engine import ExtractionTarget, ReorgDetected, Tuning, extract_range
 from ampd.extract.sources import open_pool
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
@@ -150,7 +150,9 @@ class SegmentRun:
     ) -> None:
         if start > end:
             return
-        await extract_range(pool, target, start, end, fence.commit, stop=self.stop_event)
+        await extract_range(
+            pool, target, start, end, fence.commit, stop=self.stop_event, tuning=Tuning.from_env()
+        )
 
     async def _follow_head(
         self,
