@@ -131,6 +131,7 @@ async def extract_range(
             if task is None:
                 break
             raw = await task
+            log.debug("fetched blocks %d..%d", raw[0].number, raw[-1].number)
             batches, headers = await asyncio.to_thread(_convert, raw)
             parent = _check_chain(headers, parent)
             closed: list[ClosedFile] = []
@@ -154,8 +155,8 @@ async def extract_range(
     finally:
         if not producer.done():
             producer.cancel()
-            with contextlib.suppress(BaseException):
-                await producer
+            # wait() never raises the producer's CancelledError, and lets ours through.
+            await asyncio.wait([producer])
         while not fetches.empty():
             leftover = fetches.get_nowait()
             if leftover is not None:
@@ -172,14 +173,13 @@ async def _produce(
 ) -> None:
     """Start fetches in block order; the bounded queue limits how many are in flight."""
     cursor = start
-    try:
-        while cursor <= end and not (stop is not None and stop.is_set()):
-            last = min(cursor + chunk - 1, end)
-            numbers = list(range(cursor, last + 1))
-            await out.put(asyncio.create_task(source.fetch_blocks(numbers)))
-            cursor = last + 1
-    finally:
-        await out.put(None)
+    while cursor <= end and not (stop is not None and stop.is_set()):
+        last = min(cursor + chunk - 1, end)
+        numbers = list(range(cursor, last + 1))
+        await out.put(asyncio.create_task(source.fetch_blocks(numbers)))
+        cursor = last + 1
+    # Only on a normal end: a cancelled producer must not block on a queue nobody reads.
+    await out.put(None)
 
 
 def _convert(raw: list[RawBlock]) -> tuple[dict[str, Any], list[BlockHeader]]:
@@ -211,6 +211,12 @@ async def _commit_group(
     if not closed:
         return committed
     closed.sort(key=lambda f: list(TABLES).index(f.table))
+    log.debug(
+        "committing blocks %d..%d (%d files)",
+        closed[0].start_block,
+        closed[0].end_block,
+        len(closed),
+    )
     try:
         await on_commit(closed)
     except target.discard_on:
