@@ -89,3 +89,196 @@ def test_second_worker_with_same_node_id_exits_1(make_cluster, chain) -> None:  
     job_id = cluster.deploy({"end_block": "50"})
     assert cluster.wait_job(job_id)["status"] == "COMPLETED"
     assert_exact_output(cluster, manifest_hash, 0, 50)
+
+
+# Slow extraction down (20 requests/s per worker, 5-block fetches, files closed every
+# second) so that a test can act while a segment is half done, whatever the machine.
+SLOW = {"provider": {"rate_limit_per_minute": 1200}}
+SLOW_ENV = {"AMP_EXTRACT_CHUNK_BLOCKS": "5", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"}
+
+
+def running_segment_of(cluster: Cluster, job_id: int, node: str) -> dict | None:
+    """A segment `node` runs that has committed something but is not finished."""
+    for seg in cluster.segments(job_id):
+        if (
+            seg["node_id"] == node
+            and seg["status"] == "RUNNING"
+            and seg["checkpoint_block"] is not None
+            and seg["checkpoint_block"] < seg["end_block"]
+        ):
+            return seg
+    return None
+
+
+def objects_on_disk(cluster: Cluster) -> set[str]:
+    return {
+        str(p.relative_to(cluster.data_dir))
+        for p in cluster.data_dir.rglob("*.parquet")
+        if not any(part.startswith(".") for part in p.relative_to(cluster.data_dir).parts)
+    }
+
+
+def test_kill_9_worker_mid_segment_is_taken_over(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    cluster = make_cluster(segment_blocks=150, worker_timeout_secs=3, **SLOW)
+    cluster.start_controller()
+    victim = cluster.start_worker("a-victim", env=SLOW_ENV)
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "299"})  # two segments, both on the only worker
+    cluster.wait_until(
+        lambda: running_segment_of(cluster, job_id, "a-victim"), what="victim mid-segment"
+    )
+    cluster.start_worker("b-survivor", env=SLOW_ENV)
+    victim.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait(10)
+
+    def taken_over() -> float | None:
+        segs = cluster.segments(job_id)
+        unfinished = [s for s in segs if s["status"] != "COMPLETED"]
+        if all(s["node_id"] == "b-survivor" for s in unfinished):
+            return time.monotonic() - killed_at
+        return None
+
+    elapsed = cluster.wait_until(taken_over, timeout=30, what="segments owned by the survivor")
+    assert elapsed <= 3 + 2, f"failover took {elapsed:.1f}s"
+    assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+    assert_exact_output(cluster, manifest_hash, 0, 299)
+    assert any(s["epoch"] >= 2 for s in cluster.segments(job_id)), "reassignment bumps the epoch"
+
+
+def test_frozen_worker_cannot_commit_after_reassignment(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    # Reconciliation would also notice the lost segment; keep it out of the way so that the
+    # fence is what stops the commit.
+    cluster = make_cluster(segment_blocks=1000, reconcile_interval_secs=600, **SLOW)
+    cluster.start_controller()
+    frozen = cluster.start_worker("a-frozen", env=SLOW_ENV)
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "149"})
+    first = cluster.wait_until(
+        lambda: running_segment_of(cluster, job_id, "a-frozen"), what="frozen mid-segment"
+    )
+    frozen.signal(signal.SIGSTOP)
+    try:
+        cluster.start_worker("b-thawed", env=SLOW_ENV)
+        cluster.wait_until(
+            lambda: any(s["node_id"] == "b-thawed" for s in cluster.segments(job_id)),
+            timeout=30,
+            what="reassignment to b-thawed",
+        )
+        assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+    finally:
+        frozen.signal(signal.SIGCONT)
+    # Back from the freeze, the old owner finishes the file in hand and tries to commit it:
+    # the fence refuses (new epoch) and it deletes its object.
+    frozen.wait_for_log(r"no longer owned by a-frozen at epoch 1", timeout=60)
+    assert frozen.popen.poll() is None, "the fenced-out worker keeps running"
+    segments = cluster.segments(job_id)
+    assert segments[0]["epoch"] > first["epoch"]
+    assert_exact_output(cluster, manifest_hash, 0, 149)
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed, "an uncommitted object was left behind"
+
+
+def test_sigterm_mid_job_exits_0_and_another_worker_finishes(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    cluster = make_cluster(segment_blocks=1000, shutdown_timeout_secs=15, **SLOW)
+    cluster.start_controller()
+    leaving = cluster.start_worker("a-leaving", env=SLOW_ENV)
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "199"})
+    cluster.wait_until(lambda: running_segment_of(cluster, job_id, "a-leaving"), what="mid-segment")
+    cluster.start_worker("b-staying", env=SLOW_ENV)
+    leaving.signal(signal.SIGTERM)
+    began = time.monotonic()
+    assert leaving.wait(30) == 0, leaving.log()
+    assert time.monotonic() - began <= 15
+    assert "released 1 segment(s)" in leaving.log()
+    job = cluster.wait_job(job_id)
+    assert job["status"] == "COMPLETED"
+    assert cluster.segments(job_id)[0]["node_id"] == "b-staying"
+    assert_exact_output(cluster, manifest_hash, 0, 199)
+    with cluster.api() as api:
+        workers = {w["node_id"]: w["status"] for w in api.get("/workers").json()["workers"]}
+    assert workers["a-leaving"] == "stopped"
+
+
+def test_assignment_without_notify_is_started_by_reconciliation(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    cluster = make_cluster(reconcile_interval_secs=1)
+    controller = cluster.start_controller()
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "80"})
+    controller.stop()  # nobody will assign or notify from here on
+    worker = cluster.start_worker("quiet")
+    with psycopg.connect(cluster.db_url, autocommit=True) as conn:
+        # What the scheduler does, minus the NOTIFY.
+        conn.execute(
+            "UPDATE segments SET status = 'ASSIGNED', node_id = 'quiet', epoch = epoch + 1 WHERE job_id = %s",
+            (job_id,),
+        )
+
+    def done() -> bool:
+        with psycopg.connect(cluster.db_url) as conn:
+            rows = conn.execute(
+                "SELECT status FROM segments WHERE job_id = %s", (job_id,)
+            ).fetchall()
+        return all(r[0] == "COMPLETED" for r in rows)
+
+    cluster.wait_until(done, timeout=30, what="segments completed by reconciliation")
+    assert "segment" in worker.log() and "completed" in worker.log()
+    cluster.admin_url = None
+    cluster.start_controller("controller2")
+    assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+    assert_exact_output(cluster, manifest_hash, 0, 80)
+
+
+def test_stop_keeps_files_and_redeploy_resumes_from_checkpoint(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    cluster = make_cluster(segment_blocks=1000, **SLOW)
+    cluster.start_controller()
+    cluster.start_worker("w", env=SLOW_ENV)
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "199"})
+    cluster.wait_until(lambda: running_segment_of(cluster, job_id, "w"), what="mid-segment")
+    with cluster.api() as api:
+        assert api.put(f"/jobs/{job_id}/stop").status_code == 200
+        assert api.put(f"/jobs/{job_id}/stop").status_code == 200  # idempotent
+    assert cluster.wait_job(job_id)["status"] == "STOPPED"
+    kept = cluster.committed_files(manifest_hash)
+    assert kept, "files committed before the stop stay committed"
+    done_to = max(f["end_block"] for f in kept)
+    assert done_to < 199
+    for f in kept:
+        assert (cluster.data_dir / f["path"]).is_file()
+
+    second = cluster.deploy({"end_block": "199"})
+    assert second != job_id
+    first_segment = cluster.segments(second)[0]
+    assert first_segment["start_block"] == done_to + 1, "committed blocks are not planned again"
+    assert cluster.wait_job(second)["status"] == "COMPLETED"
+    assert_exact_output(cluster, manifest_hash, 0, 199)
+    still = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert {f["path"] for f in kept} <= still
+
+
+def test_leader_killed_another_controller_takes_over(make_cluster, chain) -> None:  # noqa: ANN001
+    anvil, head = chain
+    cluster = make_cluster()
+    first = cluster.start_controller("c1")
+    first.wait_for_log("now leads the scheduler")
+    cluster.admin_url = None
+    second = cluster.start_controller("c2")  # serves the API, does not lead
+    time.sleep(1.5)
+    assert "now leads" not in second.log()
+    first.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    first.wait(10)
+    second.wait_for_log("now leads the scheduler", timeout=15)
+    assert time.monotonic() - killed_at <= 10
+    cluster.start_worker("w")
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "60"})
+    assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+    assert_exact_output(cluster, manifest_hash, 0, 60)

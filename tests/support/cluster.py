@@ -31,7 +31,14 @@ def fill_chain(anvil: Anvil, blocks: int, txs_per_block: int = 2) -> int:
     plain transfers) and so with logs; returns the head."""
     sender = DEV_ACCOUNTS[0]
     deploy = anvil.send({"from": sender, "data": "0x" + LOG_CONTRACT.hex()})
-    contract = anvil.receipt(deploy)["contractAddress"]
+    receipt = None
+    for _ in range(200):  # automine answers before the receipt is queryable, now and then
+        receipt = anvil.receipt(deploy)
+        if receipt is not None:
+            break
+        time.sleep(0.05)
+    assert receipt is not None, "the contract deployment was not mined"
+    contract = receipt["contractAddress"]
     anvil.set_automine(False)
     try:
         for _ in range(blocks):
