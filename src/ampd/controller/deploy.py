@@ -25,6 +25,8 @@ from ampd.metadb.workers import WorkerStore
 
 log = get_logger("controller")
 
+# Blocks this close to the head can be reorged (the depth after which Ethereum finalizes).
+REORG_MARGIN = 64
 WORKER_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*\*?$|^\*$")
 _END_BLOCK = re.compile(r"^(latest|-?\d+)$")
 
@@ -237,7 +239,7 @@ class Deployer:
                 covered=covered,
                 segment_blocks=self.segment_blocks,
                 parallelism=request.parallelism,
-                head=head,
+                head=_settled_head(head, revision.manifest.finalized_blocks_only),
             )
             for segment in planned:
                 await execute(
@@ -299,6 +301,17 @@ async def _covered_ranges(
         rows = await fetch_all(conn, "live_files_of_revision", {"table_revision_id": revision_id})
         covered.extend((row["start_block"], row["end_block"]) for row in rows)
     return covered
+
+
+def _settled_head(head: int | None, finalized_only: bool) -> int | None:
+    """Where a continuous job's bounded segments stop and its tail begins.
+
+    Blocks within REORG_MARGIN of the head may still be replaced; they go to the tail, the
+    only segment that watches for reorgs. The finalized tag is already settled.
+    """
+    if head is None or finalized_only:
+        return head
+    return head - REORG_MARGIN
 
 
 def _resolve_end(end_block: str | None, head: int | None) -> int | None:

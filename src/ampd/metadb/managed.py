@@ -140,8 +140,9 @@ class ManagedPostgres:
         log.info("managed PostgreSQL ready (data in %s)", self.data_dir)
         return self.url
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the server: SIGTERM (smart), then SIGINT (fast), then SIGKILL."""
+    def stop(self, timeout: float = 15.0, *, fast: bool = False) -> None:
+        """Stop the server: SIGTERM (smart: waits for clients), then SIGINT (fast: disconnects
+        them), then SIGKILL. With `fast`, start at SIGINT."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -149,7 +150,7 @@ class ManagedPostgres:
             (signal.SIGTERM, timeout / 3),
             (signal.SIGINT, timeout / 3),
             (signal.SIGKILL, timeout / 3),
-        )
+        )[1 if fast else 0 :]
         for sig, wait in steps:
             try:
                 process.send_signal(sig)

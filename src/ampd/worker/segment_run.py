@@ -28,6 +28,10 @@ from ampd.storage.store import ObjectStore
 log = get_logger("worker")
 
 
+class DeepReorg(Exception):
+    """A reorg reaching below the tail segment: not repairable by this segment."""
+
+
 class StopMode(enum.Enum):
     STOP = "stop"  # the job is stopping: commit the file in hand, then STOPPED
     RELEASE = "release"  # the worker is leaving: commit the file in hand, hand the segment back
@@ -121,9 +125,7 @@ class SegmentRun:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)
                 else:
-                    await self._follow_head(
-                        pool, target, fence, manifest.finalized_blocks_only, manifest.start_block
-                    )
+                    await self._follow_head(pool, target, fence, manifest.finalized_blocks_only)
             await self._finish(fence)
         except FenceLost as exc:
             log.warning("%s; stopping it", exc)
@@ -134,7 +136,7 @@ class SegmentRun:
             # The database went away: the segment is still ours in the database, and the
             # worker's reconciliation restarts it from the checkpoint once it is back.
             log.warning("segment %d: metadata database unavailable, pausing: %s", seg.id, exc)
-        except ConversionError as exc:
+        except (ConversionError, DeepReorg) as exc:
             log.error("segment %d: fatal: %s", seg.id, exc)
             await self._finish_quietly(fence, "FATAL", str(exc))
         except Exception as exc:  # noqa: BLE001 - any other failure is retried by the controller
@@ -155,21 +157,16 @@ class SegmentRun:
         )
 
     async def _follow_head(
-        self,
-        pool: Any,
-        target: ExtractionTarget,
-        fence: SegmentFence,
-        finalized: bool,
-        first_block: int,
+        self, pool: Any, target: ExtractionTarget, fence: SegmentFence, finalized: bool
     ) -> None:
         seg = self.segment
         next_block = seg.next_block
-        expected_parent = (
-            await self._last_hash(next_block - 1) if next_block > seg.start_block else None
-        )
+        # The block before the tail may have been committed by a bounded segment: chain to it.
+        expected_parent = await self._last_hash(next_block - 1)
         while not self.stop_event.is_set():
             head = await pool.head(finalized=finalized)
             if head >= next_block:
+                tuning = Tuning.from_env()
                 try:
                     next_block = 1 + await extract_range(
                         pool,
@@ -179,17 +176,11 @@ class SegmentRun:
                         fence.commit,
                         stop=self.stop_event,
                         expected_parent=expected_parent,
+                        tuning=tuning,
                     )
-                    expected_parent = await self._last_hash(next_block - 1)
                 except ReorgDetected as reorg:
-                    next_block = await self._rewind(
-                        pool, fence, reorg.block, max(seg.start_block, first_block)
-                    )
-                    expected_parent = (
-                        await self._last_hash(next_block - 1)
-                        if next_block > seg.start_block
-                        else None
-                    )
+                    next_block = await self._rewind(pool, fence, reorg.block)
+                expected_parent = await self._last_hash(next_block - 1)
                 continue
             try:
                 await asyncio.wait_for(self.stop_event.wait(), self.config.poll_interval_secs)
@@ -197,31 +188,34 @@ class SegmentRun:
                 pass
 
     async def _last_hash(self, block: int) -> bytes | None:
-        """Hash of `block` as committed (the last block of a committed file)."""
-        rows = await committed_tail(self.db, self.segment.manifest_hash, block)
-        for row in rows:
+        """Hash of `block` as committed (the last block of a committed file), if it is."""
+        if block < 0:
+            return None
+        for row in await committed_tail(self.db, self.segment.manifest_hash, block):
             if row["end_block"] == block:
                 return bytes(row["hash"])
         return None
 
-    async def _rewind(self, pool: Any, fence: SegmentFence, fork_block: int, floor: int) -> int:
-        """Walk back file by file to a block whose committed hash the node still agrees with."""
-        rows = await committed_tail(self.db, self.segment.manifest_hash, floor)
-        ends = sorted(
-            {row["end_block"] for row in rows if row["end_block"] < fork_block}, reverse=True
-        )
-        ancestor = self.segment.start_block - 1
+    async def _rewind(self, pool: Any, fence: SegmentFence, fork_block: int) -> int:
+        """Walk back, file by file, to the last committed block the node still agrees with;
+        retire what follows it. Raises DeepReorg if the fork is older than this segment."""
+        floor = self.segment.start_block - 1
+        rows = await committed_tail(self.db, self.segment.manifest_hash, max(floor, 0))
+        ends = sorted({r["end_block"] for r in rows if floor <= r["end_block"] < fork_block}, reverse=True)
+        ancestor = None
         for end in ends:
-            committed = await self._last_hash(end)
             block = await pool.call("eth_getBlockByNumber", [hex(end), False])
-            if (
-                block is not None
-                and committed is not None
-                and bytes.fromhex(block["hash"][2:]) == committed
-            ):
+            committed = await self._last_hash(end)
+            if block is not None and committed == bytes.fromhex(block["hash"][2:]):
                 ancestor = end
                 break
-        ancestor = max(ancestor, self.segment.start_block - 1)
+            if end == floor:
+                raise DeepReorg(
+                    f"segment {self.segment.id}: the chain was reorganized below block "
+                    f"{self.segment.start_block}, deeper than the reorg margin"
+                )
+        if ancestor is None:
+            ancestor = floor
         retired = await fence.rewind(self.segment.manifest_hash, ancestor)
         log.warning(
             "segment %d: reorg at block %d; retired %d file(s), resuming after block %d",
