@@ -1,9 +1,507 @@
-"""`make bench`: benchmarks of the extraction pipeline against its peers.
+"""`make bench`: extraction speed and memory of `ampd dump` against the floor and the peers.
 
-The extraction engine has not landed yet, so there is nothing to measure; this says so and
-fails rather than pretending to have measured something.
+One run: build (or load from bench/work/) an anvil chain whose every block holds contract
+calls with logs and transfers; then, on the same block ranges, run each tool as a measured
+subprocess: the floor (bench/floor.py: fetch and decode, nothing more), `ampd dump`, cryo and
+ethereum-etl (in their own virtualenv, bench/work/peers-venv). Prints a side-by-side table,
+writes bench/results/<UTC time>.json and latest.json, and refreshes the results table in
+docs/benchmarks.md. See that document for what is measured and every flag.
 """
 
-import sys
+from __future__ import annotations
 
-sys.exit("error: no benchmark yet: the extraction engine (and its benchmark) is not implemented")
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow
+import report
+import tools
+from anvil import Anvil, AnvilError, anvil_version
+from chain import Chain, ChainPlan, cache_paths, fill, read_meta, verify, write_meta
+from peers import ensure_peer
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+WORK = BENCH / "work"
+RESULTS = BENCH / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+
+ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
+PEERS = ("cryo", "ethereum-etl")
+DEFAULT_SIZES = (20_000, 100_000)
+_STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    elapsed = int(time.monotonic() - _STARTED)
+    print(f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {message}", flush=True)
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself cannot go on (not a tool failing: that is recorded and shown)."""
+
+
+# -- the machine and versions -------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "load_average_after": os.getloadavg(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+    }
+
+
+# -- the chain ----------------------------------------------------------------------------
+
+
+def _find_cached(plan: ChainPlan) -> tuple[Chain, Path] | None:
+    """A cached chain with the plan's content and at least its blocks (the smallest such)."""
+    found = []
+    for meta in (WORK / "chains").glob("*.meta.json"):
+        try:
+            stored = json.loads(meta.read_text())["plan"]
+        except (OSError, ValueError, KeyError):
+            continue
+        candidate = ChainPlan(**stored)
+        same = (candidate.calls, candidate.transfers, candidate.layout) == (
+            plan.calls, plan.transfers, plan.layout,
+        )  # fmt: skip
+        state, _ = cache_paths(WORK, candidate)
+        chain = read_meta(meta, candidate)
+        if same and candidate.blocks >= plan.blocks and state.exists() and chain is not None:
+            found.append((candidate.blocks, chain, state))
+    if not found:
+        return None
+    _, chain, state = min(found, key=lambda f: f[0])
+    return chain, state
+
+
+@contextmanager
+def chain_node(plan: ChainPlan, use_cache: bool, rebuild: bool, info: dict):
+    """A running anvil holding a chain of at least `plan.blocks` blocks; always stopped."""
+    cached = _find_cached(plan) if use_cache and not rebuild else None
+    if cached is None:
+        state, meta = cache_paths(WORK, plan)
+        partial = state.with_name(state.name + ".partial")
+        log(f"building a {plan.blocks:,}-block chain on anvil (about {plan.blocks // 400 + 1} s)")
+        with Anvil(
+            WORK / "anvil-build.log", no_mining=True, dump_state=partial if use_cache else None
+        ) as anvil:
+
+            def progress(done: int, total: int) -> None:
+                log(f"  chain: {done:,} / {total:,} blocks, anvil RSS {anvil.rss_mib():,.0f} MiB")
+
+            chain = fill(anvil, plan, progress)
+            log(
+                f"chain built in {chain.build_seconds:.0f} s ({plan.blocks / chain.build_seconds:,.0f} blocks/s)"
+            )
+            if not use_cache:
+                info.update(chain.to_json(), load_seconds=None)
+                yield anvil, chain
+                return
+            log("stopping anvil to save the chain state for later runs")
+            dump_started = time.monotonic()
+        if not partial.exists():
+            raise BenchError(f"anvil did not write its state to {partial}")
+        partial.rename(state)
+        write_meta(meta, chain)
+        info["dump_seconds"] = round(time.monotonic() - dump_started, 1)
+        info["state_file_mib"] = round(state.stat().st_size / 2**20)
+        log(f"saved {state.name} ({info['state_file_mib']:,} MiB) in {info['dump_seconds']} s")
+    else:
+        chain, state = cached
+        log(f"reusing the cached {chain.plan.blocks:,}-block chain {state.name}")
+    # Every run, first or later, measures against a node loaded from the same state file.
+    started = time.monotonic()
+    with Anvil(
+        WORK / "anvil-bench.log", no_mining=True, load_state=state, startup_timeout=1800
+    ) as anvil:
+        load_seconds = time.monotonic() - started
+        verify(anvil, chain)
+        log(f"anvil loaded the chain in {load_seconds:.0f} s, RSS {anvil.rss_mib():,.0f} MiB")
+        info.update(chain.to_json(), load_seconds=round(load_seconds, 1))
+        info["loaded_from_cache"] = cached is not None
+        yield anvil, chain
+
+
+# -- measuring a tool ---------------------------------------------------------------------
+
+
+def _measured(command: list[str], timeout: float, out: Path, log_path: Path) -> dict:
+    """Run `command` under bench/measure.py; interrupting us interrupts it (and its tree)."""
+    wrapper = [
+        sys.executable, str(BENCH / "measure.py"), "--out", str(out),
+        "--timeout", str(timeout), "--log", str(log_path), "--", *command,
+    ]  # fmt: skip
+    proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL)
+    try:
+        # measure.py enforces `timeout` itself; this bound only catches it hanging.
+        code = proc.wait(timeout + 120)
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    if code != 0 or not out.exists():
+        raise BenchError(f"bench/measure.py failed (exit {code}) running {' '.join(command)}")
+    return json.loads(out.read_text())
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _summary_line(path: Path) -> dict | None:
+    """The JSON summary a tool printed last (ampd dump, the floor), if any."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def run_tool(tool: tools.Tool, url: str, chain: Chain, size: int, rep: int, timeout: float) -> dict:
+    start, end = chain.first, chain.first + size - 1
+    slug = tool.name.replace(" ", "-")
+    out_dir = WORK / "out" / f"{slug}-{size}"
+    log_path = WORK / "logs" / f"{slug}-{size}-{rep}.log"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    m = _measured(tool.command(url, start, end, out_dir), timeout, WORK / "measure.json", log_path)
+    run = {
+        "repeat": rep,
+        "wall_seconds": round(m["wall_seconds"], 3),
+        "peak_rss_mib": round(m["peak_rss_kib"] / 1024, 1),
+        "max_process_rss_mib": round(m["max_process_rss_kib"] / 1024, 1),
+        "tree_peak_rss_mib": round(m["tree_peak_rss_kib"] / 1024, 1),
+        "cpu_seconds": round(m["user_seconds"] + m["system_seconds"], 2),
+        "blocks": size,
+        "log": str(log_path.relative_to(REPO)),
+    }
+    if m["timed_out"] or m["returncode"] != 0:
+        why = f"timed out after {timeout:.0f} s" if m["timed_out"] else f"exit {m['returncode']}"
+        run.update(status="failed", error=f"{why}: {_tail(log_path)}")
+        return run
+    try:
+        rows = tool.count_rows(out_dir, log_path)
+    except (OSError, ValueError, KeyError) as exc:
+        run.update(status="failed", error=f"could not count its output rows: {exc}")
+        return run
+    expected = {k: v * size // chain.blocks for k, v in chain.expected_rows().items()}
+    written = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    run.update(
+        status="ok",
+        output_mib=round(written / 2**20, 1),
+        tool_summary=_summary_line(log_path),
+        rows=rows,
+        rows_total=sum(rows.values()),
+        rows_match=rows == expected,
+        expected_rows=expected,
+        blocks_per_second=round(size / m["wall_seconds"], 1),
+        rows_per_second=round(sum(rows.values()) / m["wall_seconds"], 1),
+    )
+    if not run["rows_match"]:
+        log(f"  warning: {tool.name} wrote {rows}, expected {expected}")
+    return run
+
+
+# -- tuning the floor ---------------------------------------------------------------------
+
+
+def tune_floor(url: str, chain: Chain, blocks: int) -> tuple[int, int, list[dict]]:
+    """Sweep the floor's batch size and concurrency on the first `blocks` blocks."""
+    sweep = []
+    for batch in (20, 50, 100, 200, 500):
+        for concurrency in (1, 2, 4, 8):
+            tool = tools.floor_tool(batch, concurrency)
+            run = run_tool(tool, url, chain, blocks, 0, 600)
+            if run["status"] != "ok":
+                raise BenchError(f"floor failed while tuning: {run['error']}")
+            sweep.append(
+                {
+                    "batch_size": batch,
+                    "concurrency": concurrency,
+                    "wall_seconds": run["wall_seconds"],
+                }
+            )
+            log(f"  floor batch {batch:4d} x {concurrency} in flight: {run['wall_seconds']:.2f} s")
+    best = min(sweep, key=lambda s: s["wall_seconds"])
+    return best["batch_size"], best["concurrency"], sweep
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    p.add_argument(
+        "--sizes",
+        default=",".join(map(str, DEFAULT_SIZES)),
+        help="block counts to benchmark, comma-separated (one chain of the largest serves all)",
+    )
+    p.add_argument("--tools", default=",".join(ALL_TOOLS), help="which tools, comma-separated")
+    p.add_argument(
+        "--peers-on-all-sizes",
+        action="store_true",
+        help="run cryo and ethereum-etl on every size (default: the smallest only)",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool and size; the median is reported"
+    )
+    p.add_argument(
+        "--floor-batch-size",
+        type=int,
+        default=tools.FLOOR_BATCH_SIZE,
+        help="JSON-RPC calls per batch for the floor",
+    )
+    p.add_argument(
+        "--floor-concurrency",
+        type=int,
+        default=tools.FLOOR_CONCURRENCY,
+        help="batches in flight for the floor",
+    )
+    p.add_argument(
+        "--ampd-batch-size", type=int, help="provider rpc_batch_size (default: the floor's)"
+    )
+    p.add_argument(
+        "--ampd-concurrency",
+        type=int,
+        help="provider concurrent_request_limit (default: the floor's)",
+    )
+    p.add_argument(
+        "--ampd-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `ampd dump` (repeat it: --ampd-arg=--chunks-in-flight --ampd-arg=8)",
+    )
+    p.add_argument(
+        "--tune-floor",
+        action="store_true",
+        help="first sweep the floor's batch size and concurrency and use the fastest",
+    )
+    p.add_argument(
+        "--timeout", type=float, help="seconds per tool run (default: 300 + 20 ms per block)"
+    )
+    p.add_argument("--rebuild", action="store_true", help="build the chain even if one is cached")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither reuse nor save the chain state in bench/work/chains",
+    )
+    p.add_argument(
+        "--scratch",
+        action="store_true",
+        help="write results under bench/work/results only; leave bench/results and the doc alone",
+    )
+    p.add_argument(
+        "--keep-output", action="store_true", help="keep the tools' output in bench/work/out"
+    )
+    args = p.parse_args(argv)
+    try:
+        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    except ValueError:
+        p.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    if not args.sizes or min(args.sizes) < 1:
+        p.error("--sizes needs at least one positive block count")
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = set(args.tools) - set(ALL_TOOLS)
+    if unknown:
+        p.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(ALL_TOOLS)}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
+
+
+def _tools_for(
+    args: argparse.Namespace, floor_batch: int, floor_conc: int
+) -> dict[str, tools.Tool]:
+    selected: dict[str, tools.Tool] = {}
+    for name in args.tools:
+        if name == "floor":
+            selected[name] = tools.floor_tool(floor_batch, floor_conc)
+        elif name == "ampd":
+            selected[name] = tools.ampd_tool(
+                WORK,
+                args.ampd_batch_size or floor_batch,
+                args.ampd_concurrency or floor_conc,
+                tuple(args.ampd_arg),
+            )
+        else:
+            peer = ensure_peer(WORK / "peers-venv", name, log)
+            if peer.error:
+                log(f"{name} cannot run here: {peer.error.splitlines()[-1]}")
+            make = tools.cryo_tool if name == "cryo" else tools.ethereum_etl_tool
+            selected[name] = make(peer.python, peer.version, peer.error)
+    return selected
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started_at = datetime.now(UTC)
+    load_before = os.getloadavg()
+    WORK.mkdir(parents=True, exist_ok=True)
+    log(f"benchmark of {', '.join(args.tools)} on {', '.join(f'{s:,}' for s in args.sizes)} blocks")
+
+    floor_batch, floor_conc = args.floor_batch_size, args.floor_concurrency
+    selected = _tools_for(args, floor_batch, floor_conc)
+    if "ampd" in selected and selected["ampd"].unavailable:
+        log(f"ampd dump: {selected['ampd'].unavailable}")
+
+    plan = ChainPlan(max(args.sizes))
+    chain_info: dict = {}
+    runs: list[dict] = []
+    tuning = None
+    try:
+        with chain_node(plan, not args.no_cache, args.rebuild, chain_info) as (anvil, chain):
+            if args.tune_floor and "floor" in selected:
+                log("tuning the floor (batch size x batches in flight)")
+                floor_batch, floor_conc, tuning = tune_floor(
+                    anvil.url, chain, min(5000, chain.blocks)
+                )
+                log(f"floor: fastest with batches of {floor_batch} calls, {floor_conc} in flight")
+                selected = {**selected, "floor": tools.floor_tool(floor_batch, floor_conc)}
+                if "ampd" in selected and not (args.ampd_batch_size or args.ampd_concurrency):
+                    selected["ampd"] = tools.ampd_tool(
+                        WORK, floor_batch, floor_conc, tuple(args.ampd_arg)
+                    )
+            for size in args.sizes:
+                names = [
+                    n for n in selected
+                    if n not in PEERS or args.peers_on_all_sizes or size == args.sizes[0]
+                ]  # fmt: skip
+                timeout = args.timeout or 300 + 0.02 * size
+                per_tool: dict[str, list[dict]] = {n: [] for n in names}
+                for rep in range(1, args.repeat + 1):
+                    for name in names:
+                        tool = selected[name]
+                        if tool.unavailable:
+                            continue
+                        log(f"{size:,} blocks, {tool.name}, run {rep}/{args.repeat}")
+                        run = run_tool(tool, anvil.url, chain, size, rep, timeout)
+                        per_tool[name].append(run)
+                        if run["status"] == "ok":
+                            log(
+                                f"  {run['wall_seconds']:.1f} s, {run['blocks_per_second']:,.0f} blocks/s, "
+                                f"{run['rows_per_second']:,.0f} rows/s, peak RSS {run['peak_rss_mib']:,.0f} MiB"
+                            )
+                        else:
+                            log(f"  failed: {run['error'].splitlines()[0]}")
+                for name in names:
+                    tool = selected[name]
+                    entry = {
+                        "size": size,
+                        "tool": tool.name,
+                        "range": [chain.first, chain.first + size - 1],
+                        "runs": per_tool[name],
+                        "median": report.summarize(per_tool[name]),
+                    }
+                    if tool.unavailable:
+                        entry.update(status="not available", error=tool.unavailable)
+                    elif entry["median"]:
+                        entry.update(status="ok", error=None)
+                    else:
+                        entry.update(status="failed", error=per_tool[name][-1]["error"])
+                    runs.append(entry)
+                if not args.keep_output:
+                    shutil.rmtree(WORK / "out", ignore_errors=True)
+            chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
+    except (AnvilError, BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: anvil and the running tool were stopped", file=sys.stderr)
+        return 130
+
+    comps = report.comparisons(runs)
+    name = started_at.strftime("%Y%m%dT%H%M%SZ") + ".json"
+    data = {
+        "file": name,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "total_seconds": round(time.monotonic() - _STARTED, 1),
+        "machine": {**machine(), "load_average_before": load_before},
+        "versions": {
+            "python": platform.python_version(),
+            "ampd": tools.ampd_version(),
+            "anvil": anvil_version(),
+            "cryo": selected["cryo"].version if "cryo" in selected else None,
+            "ethereum_etl": selected["ethereum-etl"].version
+            if "ethereum-etl" in selected
+            else None,
+            "pyarrow": pyarrow.__version__,
+        },
+        "chain": chain_info,
+        "settings": {
+            "sizes": args.sizes,
+            "repeat": args.repeat,
+            "peers_on_all_sizes": args.peers_on_all_sizes,
+            "timeout_seconds": args.timeout,
+            "tools": {t.name: t.settings for t in selected.values()},
+            "floor_tuning": tuning,
+        },
+        "runs": runs,
+        "comparisons": comps,
+    }
+    out_dir = WORK / "results" if args.scratch else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(json.dumps(data, indent=2) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    print()
+    report.print_console(runs, comps)
+    print()
+    log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
+    if not args.scratch:
+        if report.update_doc(DOC, report.markdown(data)):
+            log(f"updated the results table in {DOC.relative_to(REPO)}")
+        else:
+            log(f"warning: {DOC.relative_to(REPO)} has no results markers; not updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Run one command and measure it: wall time and peak memory of its whole process tree.
+
+    python bench/measure.py --out RESULT.json --timeout SECONDS [--log LOG] -- CMD ARGS...
+
+Meant to run as a fresh child of the harness, so that `getrusage(RUSAGE_CHILDREN)` here sees
+only the measured command and its descendants: its `ru_maxrss` is the exact peak of the
+largest single process among them. A poller also sums the resident memory of the live tree
+(from /proc, every 20 ms), which catches tools that spread over several processes; the peak
+reported is the larger of the two. The command runs in its own session so a timeout kills
+all of it. The result is written as JSON to --out; the exit code is 0 whenever that worked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+_POLL_SECONDS = 0.02
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields follow the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of `root` and all its descendants, in KiB (shared pages count twice)."""
+    children = _children_map()
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += _rss_kib(pid)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+class _TreePoller(threading.Thread):
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.peak_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.root))
+            self._stop_event.wait(_POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def measure(command: list[str], timeout: float, log: Path | None) -> dict:
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    poller = _TreePoller(proc.pid)
+    poller.start()
+
+    def _interrupted(signum: int, _frame: object) -> None:
+        # The command is in its own session: take it down with us.
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wall = time.monotonic() - started
+    poller.stop()
+    # Descendants the command left behind (it should leave none) must not outlive the run.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if log is not None:
+        out.close()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "command": command,
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "wall_seconds": wall,
+        "max_process_rss_kib": usage.ru_maxrss,
+        "tree_peak_rss_kib": poller.peak_kib,
+        "peak_rss_kib": max(usage.ru_maxrss, poller.peak_kib),
+        "user_seconds": usage.ru_utime,
+        "system_seconds": usage.ru_stime,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--log", type=Path)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given after --")
+    result = measure(command, args.timeout, args.log)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
