@@ -37,7 +37,6 @@ RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
-PEERS = ("cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
 
@@ -96,7 +95,9 @@ def _find_cached(plan: ChainPlan) -> tuple[Chain, Path] | None:
         )  # fmt: skip
         state, _ = cache_paths(WORK, candidate)
         chain = read_meta(meta, candidate)
-        if same and candidate.blocks >= plan.blocks and state.exists() and chain is not None:
+        # Loading takes ~0.5 ms a block, building ~2.5: past 4x the blocks, build instead.
+        fits = plan.blocks <= candidate.blocks <= 4 * plan.blocks
+        if same and fits and state.exists() and chain is not None:
             found.append((candidate.blocks, chain, state))
     if not found:
         return None
@@ -104,38 +105,66 @@ def _find_cached(plan: ChainPlan) -> tuple[Chain, Path] | None:
     return chain, state
 
 
+def _prune_cache(keep: Path) -> None:
+    """Drop cached chains that `keep` makes useless: other layouts, or fewer blocks."""
+    kept = json.loads(Path(str(keep).replace(".state.json", ".meta.json")).read_text())["plan"]
+    for meta in (WORK / "chains").glob("*.meta.json"):
+        state = Path(str(meta).replace(".meta.json", ".state.json"))
+        if state == keep:
+            continue
+        try:
+            plan = json.loads(meta.read_text())["plan"]
+        except (OSError, ValueError, KeyError):
+            plan = None
+        same = plan is not None and all(
+            plan[k] == kept[k] for k in ("calls", "transfers", "layout")
+        )
+        if plan is None or not same or plan["blocks"] <= kept["blocks"]:
+            log(f"removing the cached chain {state.name}, superseded by {keep.name}")
+            state.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+
+
+def _build(plan: ChainPlan, anvil: Anvil) -> Chain:
+    log(f"building a {plan.blocks:,}-block chain on anvil (about {plan.blocks // 400 + 1} s)")
+
+    def progress(done: int, total: int) -> None:
+        log(f"  chain: {done:,} / {total:,} blocks, anvil RSS {anvil.rss_mib():,.0f} MiB")
+
+    chain = fill(anvil, plan, progress)
+    rate = plan.blocks / chain.build_seconds
+    log(f"chain built in {chain.build_seconds:.0f} s ({rate:,.0f} blocks/s)")
+    return chain
+
+
 @contextmanager
 def chain_node(plan: ChainPlan, use_cache: bool, rebuild: bool, info: dict):
     """A running anvil holding a chain of at least `plan.blocks` blocks; always stopped."""
-    cached = _find_cached(plan) if use_cache and not rebuild else None
+    if not use_cache:
+        with Anvil(WORK / "anvil-build.log", no_mining=True) as anvil:
+            chain = _build(plan, anvil)
+            info.update(chain.to_json(), load_seconds=None)
+            yield anvil, chain
+        return
+    cached = None if rebuild else _find_cached(plan)
     if cached is None:
         state, meta = cache_paths(WORK, plan)
         partial = state.with_name(state.name + ".partial")
-        log(f"building a {plan.blocks:,}-block chain on anvil (about {plan.blocks // 400 + 1} s)")
-        with Anvil(
-            WORK / "anvil-build.log", no_mining=True, dump_state=partial if use_cache else None
-        ) as anvil:
-
-            def progress(done: int, total: int) -> None:
-                log(f"  chain: {done:,} / {total:,} blocks, anvil RSS {anvil.rss_mib():,.0f} MiB")
-
-            chain = fill(anvil, plan, progress)
-            log(
-                f"chain built in {chain.build_seconds:.0f} s ({plan.blocks / chain.build_seconds:,.0f} blocks/s)"
-            )
-            if not use_cache:
-                info.update(chain.to_json(), load_seconds=None)
-                yield anvil, chain
-                return
-            log("stopping anvil to save the chain state for later runs")
-            dump_started = time.monotonic()
-        if not partial.exists():
-            raise BenchError(f"anvil did not write its state to {partial}")
-        partial.rename(state)
+        try:
+            with Anvil(WORK / "anvil-build.log", no_mining=True, dump_state=partial) as anvil:
+                chain = _build(plan, anvil)
+                log("stopping anvil to save the chain state for later runs")
+                dump_started = time.monotonic()
+            if not partial.exists():
+                raise BenchError(f"anvil did not write its state to {partial}")
+            partial.rename(state)
+        finally:
+            partial.unlink(missing_ok=True)  # what an interrupted dump left
         write_meta(meta, chain)
         info["dump_seconds"] = round(time.monotonic() - dump_started, 1)
         info["state_file_mib"] = round(state.stat().st_size / 2**20)
         log(f"saved {state.name} ({info['state_file_mib']:,} MiB) in {info['dump_seconds']} s")
+        _prune_cache(state)
     else:
         chain, state = cached
         log(f"reusing the cached {chain.plan.blocks:,}-block chain {state.name}")
@@ -219,8 +248,14 @@ def run_tool(tool: tools.Tool, url: str, chain: Chain, size: int, rep: int, time
         "log": str(log_path.relative_to(REPO)),
     }
     if m["timed_out"] or m["returncode"] != 0:
-        why = f"timed out after {timeout:.0f} s" if m["timed_out"] else f"exit {m['returncode']}"
-        run.update(status="failed", error=f"{why}: {_tail(log_path)}")
+        why = f"timed out after {timeout:g} s" if m["timed_out"] else f"exit {m['returncode']}"
+        tail = _tail(log_path)
+        last = tail.splitlines()[-1] if tail and not m["timed_out"] else ""
+        run.update(
+            status="failed",
+            error=f"{why}{': ' + last if last else ''} (log: {run['log']})",
+            log_tail=tail,
+        )
         return run
     try:
         rows = tool.count_rows(out_dir, log_path)
@@ -284,9 +319,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="which tools, comma-separated")
     p.add_argument(
-        "--peers-on-all-sizes",
-        action="store_true",
-        help="run cryo and ethereum-etl on every size (default: the smallest only)",
+        "--small-only",
+        default="ethereum-etl",
+        help="tools run on the smallest size only, comma-separated ('' for none)",
     )
     p.add_argument(
         "--repeat", type=int, default=1, help="runs per tool and size; the median is reported"
@@ -348,7 +383,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.sizes or min(args.sizes) < 1:
         p.error("--sizes needs at least one positive block count")
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = set(args.tools) - set(ALL_TOOLS)
+    args.small_only = [t.strip() for t in args.small_only.split(",") if t.strip()]
+    unknown = (set(args.tools) | set(args.small_only)) - set(ALL_TOOLS)
     if unknown:
         p.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(ALL_TOOLS)}")
     if args.repeat < 1:
@@ -411,10 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                         WORK, floor_batch, floor_conc, tuple(args.ampd_arg)
                     )
             for size in args.sizes:
-                names = [
-                    n for n in selected
-                    if n not in PEERS or args.peers_on_all_sizes or size == args.sizes[0]
-                ]  # fmt: skip
+                names = [n for n in selected if n not in args.small_only or size == args.sizes[0]]
                 timeout = args.timeout or 300 + 0.02 * size
                 per_tool: dict[str, list[dict]] = {n: [] for n in names}
                 for rep in range(1, args.repeat + 1):
@@ -438,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                         "size": size,
                         "tool": tool.name,
                         "range": [chain.first, chain.first + size - 1],
+                        "timeout_seconds": timeout,
                         "runs": per_tool[name],
                         "median": report.summarize(per_tool[name]),
                     }
@@ -479,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "sizes": args.sizes,
             "repeat": args.repeat,
-            "peers_on_all_sizes": args.peers_on_all_sizes,
+            "small_only": args.small_only,
             "timeout_seconds": args.timeout,
             "tools": {t.name: t.settings for t in selected.values()},
             "floor_tuning": tuning,
