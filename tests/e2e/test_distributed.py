@@ -145,6 +145,8 @@ def test_kill_9_worker_mid_segment_is_taken_over(make_cluster, chain) -> None:  
     assert cluster.wait_job(job_id)["status"] == "COMPLETED"
     assert_exact_output(cluster, manifest_hash, 0, 299)
     assert any(s["epoch"] >= 2 for s in cluster.segments(job_id)), "reassignment bumps the epoch"
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed, "an uncommitted object was left behind"
 
 
 def test_frozen_worker_cannot_commit_after_reassignment(make_cluster, chain) -> None:  # noqa: ANN001
@@ -202,6 +204,8 @@ def test_sigterm_mid_job_exits_0_and_another_worker_finishes(make_cluster, chain
     with cluster.api() as api:
         workers = {w["node_id"]: w["status"] for w in api.get("/workers").json()["workers"]}
     assert workers["a-leaving"] == "stopped"
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed
 
 
 def test_assignment_without_notify_is_started_by_reconciliation(make_cluster, chain) -> None:  # noqa: ANN001

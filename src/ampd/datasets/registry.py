@@ -147,11 +147,15 @@ class DatasetRegistry:
                 if row["tag"] == revision:
                     manifest_hash, version = row["manifest_hash"], row["version"]
         elif HASH.match(revision):
-            rows = await self._db.fetch_all("dataset_versions", key)
-            tags = await self._db.fetch_all("dataset_tags", key)
-            if any(r["manifest_hash"] == revision for r in [*rows, *tags]):
-                manifest_hash = revision
-                version = next((r["version"] for r in rows if r["manifest_hash"] == revision), None)
+            # Any stored manifest of an existing dataset, also one no tag points at any more
+            # (the revision of an older job).
+            if await self._db.fetch_one("dataset_exists", key) is not None:
+                if await self.get_manifest(revision) is not None:
+                    manifest_hash = revision
+                    rows = await self._db.fetch_all("dataset_versions", key)
+                    version = next(
+                        (r["version"] for r in rows if r["manifest_hash"] == revision), None
+                    )
         else:
             for row in await self._db.fetch_all("dataset_versions", key):
                 if row["version"] == revision:

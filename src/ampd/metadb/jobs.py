@@ -164,8 +164,28 @@ class JobStore:
     async def events(self, job_id: int) -> list[dict[str, Any]]:
         return await self.db.fetch_all("list_job_events", {"job_id": job_id})
 
-    async def progress(self, manifest_hash: str) -> list[dict[str, Any]]:
-        return await self.db.fetch_all("table_progress", {"manifest_hash": manifest_hash})
+    async def progress(self, manifest_hash: str, start_block: int) -> dict[str, dict[str, Any]]:
+        """Per table: files, bytes, and `current_block`, the end of the unbroken run of
+        committed blocks from `start_block` (None before the first one)."""
+        tables: dict[str, dict[str, Any]] = {}
+        for row in await self.db.fetch_all("table_progress", {"manifest_hash": manifest_hash}):
+            entry = tables.setdefault(
+                row["table_name"],
+                {
+                    "current_block": None,
+                    "start_block": start_block,
+                    "files_count": 0,
+                    "total_size_bytes": 0,
+                },
+            )
+            if row["start_block"] is None:
+                continue
+            entry["files_count"] += 1
+            entry["total_size_bytes"] += row["object_size"]
+            reached = start_block - 1 if entry["current_block"] is None else entry["current_block"]
+            if row["start_block"] <= reached + 1 <= row["end_block"] + 1:
+                entry["current_block"] = max(reached, row["end_block"])
+        return tables
 
     async def request_stop(self, job_id: int) -> bool:
         """STOP_REQUESTED from SCHEDULED or RUNNING; a no-op in any other state."""

@@ -280,14 +280,19 @@ WHERE r.manifest_hash = %(manifest_hash)s AND r.active AND f.retired_at IS NULL
   AND f.end_block >= %(from_block)s
 ORDER BY f.end_block DESC;
 
+-- file_paths_from --
+-- Every object key ever committed (live or retired) for these revisions from a block on.
+SELECT path FROM files
+WHERE table_revision_id = ANY(%(revision_ids)s) AND end_block >= %(from_block)s;
+
 -- retire_files_after --
 UPDATE files SET retired_at = now()
 WHERE table_revision_id = ANY(%(revision_ids)s) AND retired_at IS NULL AND end_block > %(block)s
 RETURNING id, path;
 
 -- table_progress --
-SELECT r.table_name, count(f.id) AS files_count, COALESCE(sum(f.object_size), 0) AS total_size_bytes,
-       max(f.end_block) AS current_block
+-- Per table of a dataset revision: its live files' ranges and sizes (summed up in Python).
+SELECT r.table_name, f.start_block, f.end_block, f.object_size
 FROM table_revisions r LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
 WHERE r.manifest_hash = %(manifest_hash)s AND r.active
-GROUP BY r.table_name ORDER BY r.table_name;
+ORDER BY r.table_name, f.start_block;

@@ -23,6 +23,7 @@ from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import Fence, FenceLost, SegmentFence, committed_tail
 from ampd.providers.evm_rpc.convert import ConversionError
+from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
 
 log = get_logger("worker")
@@ -103,6 +104,7 @@ class SegmentRun:
         )
         try:
             await fence.mark_running()
+            await self._delete_orphans(revisions)
             manifest_row = await self.db.fetch_one("get_manifest", {"hash": seg.manifest_hash})
             manifest = parse_manifest(manifest_row["manifest"])
             target = ExtractionTarget(
@@ -145,6 +147,35 @@ class SegmentRun:
             )
             await self._finish_quietly(
                 fence, "FAILED", f"{type(exc).__name__}: {exc}", retry_delay(seg.attempts)
+            )
+
+    async def _delete_orphans(self, revisions: dict[str, dict[str, Any]]) -> None:
+        """Delete objects a previous run of this segment wrote but never committed.
+
+        Only this segment's owner writes files starting inside its range, and a file's name
+        starts with its first block, so the uncommitted objects there are orphans.
+        """
+        seg = self.segment
+        first = seg.next_block
+        last = seg.end_block
+        rows = await self.db.fetch_all(
+            "file_paths_from",
+            {"revision_ids": [r["id"] for r in revisions.values()], "from_block": first},
+        )
+        committed = {row["path"] for row in rows}
+        deleted = 0
+        for revision in revisions.values():
+            for obj in await self.store.list(revision["path"] + "/"):
+                try:
+                    start = parse_file_name(obj.key.rsplit("/", 1)[-1])
+                except ValueError:
+                    continue
+                if start >= first and (last is None or start <= last) and obj.key not in committed:
+                    await self.store.delete(obj.key)
+                    deleted += 1
+        if deleted:
+            log.info(
+                "segment %d: deleted %d uncommitted object(s) of an earlier run", seg.id, deleted
             )
 
     async def _bounded(
@@ -201,7 +232,9 @@ class SegmentRun:
         retire what follows it. Raises DeepReorg if the fork is older than this segment."""
         floor = self.segment.start_block - 1
         rows = await committed_tail(self.db, self.segment.manifest_hash, max(floor, 0))
-        ends = sorted({r["end_block"] for r in rows if floor <= r["end_block"] < fork_block}, reverse=True)
+        ends = sorted(
+            {r["end_block"] for r in rows if floor <= r["end_block"] < fork_block}, reverse=True
+        )
         ancestor = None
         for end in ends:
             block = await pool.call("eth_getBlockByNumber", [hex(end), False])

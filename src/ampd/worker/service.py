@@ -89,6 +89,8 @@ class Worker:
             await register(self._lock_conn, self.node_id, build_info())
             await self.db.open()
             log.info("worker %s registered", self.node_id)
+            # Staging files of crashed processes; an hour is far past any file in progress.
+            await self.store.cleanup_staging(older_than_secs=3600)
             self._tasks = [
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._listen_loop(), name="listen"),

@@ -133,15 +133,7 @@ async def delete_job(request: Request, job_id: str) -> Response:
 async def job_progress(request: Request, job_id: str) -> dict[str, Any]:
     ctx = context(request)
     job = await _job_or_404(ctx, job_id)
-    tables = {
-        row["table_name"]: {
-            "current_block": row["current_block"],
-            "start_block": job.start_block,
-            "files_count": row["files_count"],
-            "total_size_bytes": int(row["total_size_bytes"]),
-        }
-        for row in await ctx.jobs.progress(job.manifest_hash)
-    }
+    tables = await ctx.jobs.progress(job.manifest_hash, job.start_block)
     result: dict[str, Any] = {"job_id": job.id, "job_status": job.status, "tables": tables}
     if job.status in ("ERROR", "FATAL") and job.detail:
         result["detail"] = job.detail
