@@ -367,3 +367,30 @@ def test_token_is_required_when_configured(tmp_path: Path, pg_cluster: ManagedPo
         finally:
             secured.stop_all()
             drop_database(pg_cluster, url)
+
+
+def test_manifests_dir_is_registered_at_start(tmp_path: Path, pg_cluster: ManagedPostgres) -> None:
+    with Anvil() as anvil:
+        url = create_database(pg_cluster)
+        cluster = Cluster(tmp_path / "manifests", url, anvil)
+        folder = cluster.root / "manifests"
+        folder.mkdir()
+        (folder / "tokens.json").write_text(
+            '{"kind": "evm-rpc", "network": "anvil", "start_block": 7}'
+        )
+        (folder / "broken.json").write_text('{"kind": "evm-rpc"}')
+        try:
+            controller = cluster.start_controller()
+            with cluster.api() as api:
+                names = [
+                    (d["namespace"], d["name"]) for d in api.get("/datasets").json()["datasets"]
+                ]
+                revision = api.get("/datasets/_/tokens/versions/dev").json()
+            assert names == [("_", "tokens")]
+            assert revision["start_block"] == 7
+            assert (
+                "skipping manifest file" in controller.log() and "broken.json" in controller.log()
+            )
+        finally:
+            cluster.stop_all()
+            drop_database(pg_cluster, url)

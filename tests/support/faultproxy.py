@@ -41,6 +41,7 @@ FAULT_KINDS = (
     "batch_missing_id",  # a batch answer with one member left out
     "null_block",  # `null` for the first eth_getBlockByNumber(number) in the request
     "receipts_mismatch",  # a receipt left out of eth_getBlockReceipts, or a null receipt
+    "oversized_value",  # a block whose gasLimit does not fit in UInt64 (not transient: fatal)
 )
 
 
@@ -385,6 +386,10 @@ def _alter(kind: str, request: Any, answer: Any) -> Any | None:
         if kind == "null_block" and method == "eth_getBlockByNumber":
             if params and isinstance(params[0], str) and params[0].startswith("0x"):
                 target["result"] = None
+                return answer
+        if kind == "oversized_value" and method == "eth_getBlockByNumber":
+            if params and str(params[0]).startswith("0x") and target.get("result"):
+                target["result"]["gasLimit"] = "0x" + "f" * 24
                 return answer
         if kind == "receipts_mismatch":
             if method == "eth_getBlockReceipts" and target.get("result"):
