@@ -86,6 +86,8 @@ def run_solo(work: Path, node_url: str, head: int) -> int:
     env = {
         **os.environ,
         "AMP_CONFIG_ADMIN_API_ADDR": "127.0.0.1:0",
+        "AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0",
+        "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0",
         "AMP_CONFIG_SEGMENT_BLOCKS": "1000",
     }
     with open(log_path, "wb") as out:

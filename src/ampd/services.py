@@ -31,6 +31,21 @@ async def run_controller_process(config: Config, url: str) -> None:
         await controller.stop()
 
 
+async def run_server_process(config: Config, url: str, services: frozenset[str]) -> None:
+    from ampd.server.service import QueryServer
+
+    shutdown = ShutdownSignal()
+    shutdown.install()
+    if config.metadata_db.auto_migrate:
+        await migrate(url)
+    server = QueryServer(config, url, services)
+    await server.start()
+    try:
+        await shutdown.wait()
+    finally:
+        await server.stop()
+
+
 async def run_worker_process(config: Config, url: str, node_id: str) -> None:
     shutdown = ShutdownSignal()
     shutdown.install()

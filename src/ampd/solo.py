@@ -22,9 +22,6 @@ from ampd.worker.service import Worker
 
 log = get_logger("solo")
 
-SERVICES = ("admin", "jsonl", "flight")
-# Services whose implementation exists in this version.
-_AVAILABLE = {"admin"}
 EMBEDDED_WORKER_ID = "worker"
 
 
@@ -63,14 +60,6 @@ def _lock_amp_dir(amp_dir: Path) -> int:
 
 async def run_solo(options: SoloOptions) -> None:
     """Run until SIGINT/SIGTERM, then stop every service and the managed PostgreSQL."""
-    missing = sorted(options.services - _AVAILABLE)
-    if missing and not (options.services & _AVAILABLE):
-        raise SoloError(
-            f"the {', '.join(missing)} service is not implemented in this version of ampd"
-        )
-    for name in missing:
-        log.warning("the %s service is not implemented in this version of ampd; not started", name)
-
     prepare_amp_dir(options.amp_dir, options.config)
     lock_fd = _lock_amp_dir(options.amp_dir)
     managed: ManagedPostgres | None = None
@@ -78,6 +67,7 @@ async def run_solo(options: SoloOptions) -> None:
     shutdown.install()
     controller: Controller | None = None
     worker: Worker | None = None
+    server = None
     try:
         url = options.config.metadata_db.url
         if url is None:
@@ -90,9 +80,17 @@ async def run_solo(options: SoloOptions) -> None:
         await controller.start()
         worker = Worker(options.config, url, EMBEDDED_WORKER_ID)
         await worker.start()
+        query_services = options.services & {"jsonl", "flight"}
+        if query_services:
+            from ampd.server.service import QueryServer
+
+            server = QueryServer(options.config, url, frozenset(query_services))
+            await server.start()
         log.info("ampd solo is up (amp dir %s)", options.amp_dir)
         await shutdown.wait()
     finally:
+        if server is not None:
+            await server.stop()
         if worker is not None:
             await worker.shutdown()
         if controller is not None:

@@ -28,6 +28,8 @@ TABLES = ("blocks", "logs", "transactions")
 SOLO_ENV = {
     "AMP_CONFIG": "",
     "AMP_CONFIG_ADMIN_API_ADDR": "127.0.0.1:0",
+    "AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0",
+    "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0",
     # Several segments for a few hundred blocks; a failing segment gives up after one retry.
     "AMP_CONFIG_SEGMENT_BLOCKS": "100",
     "AMP_CONFIG_MAX_RETRIES": "1",

@@ -20,6 +20,8 @@ SOLO_ENV = {
     "AMP_CONFIG": "",
     # Port 0: a free port, logged by solo; tests never collide with another listener.
     "AMP_CONFIG_ADMIN_API_ADDR": "127.0.0.1:0",
+    "AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0",
+    "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0",
 }
 
 

@@ -183,9 +183,12 @@ def worker(ctx: click.Context, node_id: str | None) -> None:
 @click.pass_context
 def server(ctx: click.Context, flight_server: bool, jsonl_server: bool) -> None:
     """Serve SQL queries over the extracted data (JSON Lines and Arrow Flight)."""
+    from ampd.services import run_server_process
+
     config = _require_config(ctx, "server")
-    _require_db_url(config, "server")
-    fail("the query server is not implemented in this version of ampd")
+    url = _require_db_url(config, "server")
+    services = _selected({"flight": flight_server, "jsonl": jsonl_server}, ("jsonl", "flight"))
+    _run(run_server_process(config, url, services), *_service_errors())
 
 
 @cli.command()

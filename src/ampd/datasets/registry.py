@@ -132,6 +132,7 @@ class DatasetRegistry:
                 ]
                 if max(versions, key=SemVer) == version:
                     await execute(conn, "set_tag", {**tag, "tag": "latest"})
+            await conn.execute("SELECT pg_notify('dataset_changes', %s)", (f"{namespace}/{name}",))
         log.info("registered %s/%s (%s) as %s", namespace, name, parsed.hash[:12], version or "dev")
         return parsed, version
 
@@ -212,6 +213,7 @@ class DatasetRegistry:
     async def delete(self, namespace: str, name: str) -> None:
         check_name(namespace, name)
         await self._db.execute("delete_dataset", {"namespace": namespace, "name": name})
+        await self._db.notify("dataset_changes", f"{namespace}/{name}")
 
     async def register_directory(self, folder: str | Path) -> int:
         """Register every `*.json` manifest in `folder` as `_/<file stem>`; returns the count.

@@ -296,3 +296,19 @@ SELECT r.table_name, f.start_block, f.end_block, f.object_size
 FROM table_revisions r LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
 WHERE r.manifest_hash = %(manifest_hash)s AND r.active
 ORDER BY r.table_name, f.start_block;
+
+-- ==================== query serving ====================
+
+-- catalog_files --
+-- Every active table revision with its live files (a table without files still appears).
+SELECT r.manifest_hash, r.table_name, f.id, f.path, f.start_block, f.end_block, f.row_count
+FROM table_revisions r
+LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
+WHERE r.active
+ORDER BY r.manifest_hash, r.table_name, f.start_block;
+
+-- catalog_references --
+-- Every name a dataset revision can be queried by: its tags and its versions.
+SELECT namespace, name, tag AS ref, manifest_hash FROM dataset_tags
+UNION ALL
+SELECT namespace, name, version AS ref, manifest_hash FROM dataset_versions;

@@ -1,0 +1,158 @@
+"""What the query server can read: the committed files of every dataset revision.
+
+The catalog is built from the metadata database only (never by listing storage) and kept
+as an immutable snapshot: a query takes the snapshot current when it starts and sees
+exactly the files committed by then. A LISTEN on `table_changes` and `dataset_changes`
+marks the snapshot stale; the next query loads a fresh one.
+
+Names: `"ns/name".table` is the `latest` version if there is one, else `dev`;
+`"ns/name@version".table` is that version (also `@dev`, `@latest`, `@<manifest hash>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ampd.logs import get_logger
+from ampd.metadb.db import MetadataDb
+from ampd.metadb.segments import TABLE_CHANGES_CHANNEL
+from ampd.providers.evm_rpc.schema import TABLES
+
+log = get_logger("server")
+
+DATASET_CHANGES_CHANNEL = "dataset_changes"
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    id: int
+    path: str  # absolute local path
+    start_block: int
+    end_block: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class RevisionTables:
+    """The tables of one dataset revision: table name -> committed files in block order."""
+
+    manifest_hash: str
+    tables: dict[str, tuple[CommittedFile, ...]]
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """Schema name (`ns/name`, `ns/name@rev`) -> the revision's tables."""
+
+    schemas: dict[str, RevisionTables] = field(default_factory=dict)
+    version: int = 0
+
+    def datasets(self) -> set[str]:
+        """The `ns/name` part of every schema."""
+        return {name.split("@", 1)[0] for name in self.schemas}
+
+
+class Catalog:
+    """Keeps the current snapshot; `snapshot()` reloads it when it was marked stale."""
+
+    def __init__(self, db: MetadataDb, data_dir: str) -> None:
+        self.db = db
+        self.data_dir = Path(data_dir)
+        self._snapshot: CatalogSnapshot | None = None
+        self._stale = True
+        self._lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self._version = 0
+        self.changed = (
+            asyncio.Event()
+        )  # set on every change notification (streaming queries wait on it)
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="catalog-listen")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    def mark_stale(self) -> None:
+        self._stale = True
+        self.changed.set()
+
+    async def snapshot(self) -> CatalogSnapshot:
+        async with self._lock:
+            if self._stale or self._snapshot is None:
+                # Cleared before loading: a change during the load marks it stale again.
+                self._stale = False
+                self._snapshot = await self._load()
+            return self._snapshot
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.db.url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {TABLE_CHANGES_CHANNEL}")
+                    await conn.execute(f"LISTEN {DATASET_CHANGES_CHANNEL}")
+                    self.mark_stale()  # whatever happened while we were not listening
+                    async for _ in conn.notifies():
+                        self.mark_stale()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("catalog listener: %s; reconnecting", exc)
+                self.mark_stale()
+                await asyncio.sleep(0.5)
+
+    async def _load(self) -> CatalogSnapshot:
+        revisions: dict[str, RevisionTables] = {}
+        by_hash: dict[str, dict[str, list[CommittedFile]]] = {}
+        for row in await self.db.fetch_all("catalog_files"):
+            tables = by_hash.setdefault(row["manifest_hash"], {})
+            files = tables.setdefault(row["table_name"], [])
+            if row["id"] is not None:
+                files.append(
+                    CommittedFile(
+                        id=row["id"],
+                        path=str(self.data_dir / row["path"]),
+                        start_block=row["start_block"],
+                        end_block=row["end_block"],
+                        rows=row["row_count"],
+                    )
+                )
+
+        def tables_of(manifest_hash: str) -> RevisionTables:
+            # A registered revision that was never deployed has empty tables.
+            tables = by_hash.get(manifest_hash, {})
+            return RevisionTables(
+                manifest_hash, {t: tuple(tables.get(t, ())) for t in sorted({*TABLES, *tables})}
+            )
+
+        refs: dict[str, dict[str, str]] = {}
+        for row in await self.db.fetch_all("catalog_references"):
+            refs.setdefault(f"{row['namespace']}/{row['name']}", {})[row["ref"]] = row[
+                "manifest_hash"
+            ]
+        for dataset, named in refs.items():
+            for ref, manifest_hash in named.items():
+                tables = tables_of(manifest_hash)
+                revisions[f"{dataset}@{ref}"] = tables
+                revisions[f"{dataset}@{manifest_hash}"] = tables
+            default = named.get("latest") or named.get("dev")
+            if default is not None:
+                revisions[dataset] = tables_of(default)
+        self._version += 1
+        return CatalogSnapshot(revisions, self._version)
+
+
+def describe(snapshot: CatalogSnapshot) -> dict[str, Any]:
+    """A summary for logs: schemas and file counts."""
+    return {
+        name: {t: len(f) for t, f in rev.tables.items()} for name, rev in snapshot.schemas.items()
+    }

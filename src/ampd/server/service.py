@@ -1,0 +1,51 @@
+"""`ampd server` (and solo's query endpoints): JSON Lines over HTTP and Arrow Flight."""
+
+from __future__ import annotations
+
+from ampd.config import Config
+from ampd.logs import get_logger
+from ampd.metadb.db import MetadataDb
+from ampd.runtime.http import HttpService
+from ampd.server.catalog import Catalog
+from ampd.server.engine import Limits
+
+log = get_logger("server")
+
+
+class QueryServer:
+    """The catalog plus the selected endpoints (`jsonl`, `flight`)."""
+
+    def __init__(self, config: Config, url: str, services: frozenset[str]) -> None:
+        self.config = config
+        self.services = services
+        self.db = MetadataDb(url, pool_size=min(config.metadata_db.pool_size, 4), name="server")
+        self.catalog = Catalog(self.db, config.data_dir)
+        self.limits = Limits(
+            max_mem_mb=config.query_max_mem_mb, timeout_secs=config.query_timeout_secs
+        )
+        self.jsonl: HttpService | None = None
+        self.flight = None
+
+    async def start(self) -> None:
+        from ampd.server.jsonl import create_app
+
+        await self.db.open()
+        await self.catalog.start()
+        if "jsonl" in self.services:
+            self.jsonl = HttpService(
+                "JSON Lines server", create_app(self.catalog, self.limits), self.config.jsonl_addr
+            )
+            await self.jsonl.start()
+        if "flight" in self.services:
+            from ampd.server.flight import FlightService
+
+            self.flight = FlightService(self.catalog, self.limits, self.config.flight_addr)
+            await self.flight.start()
+
+    async def stop(self) -> None:
+        if self.flight is not None:
+            await self.flight.stop()
+        if self.jsonl is not None:
+            await self.jsonl.stop()
+        await self.catalog.stop()
+        await self.db.close()
