@@ -170,7 +170,9 @@ def markdown(data: dict) -> str:
         f"{machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; "
         f"Python {versions['python']}, anvil {versions['anvil']}, ampd {versions['ampd']}, "
         f"cryo {versions['cryo']}, ethereum-etl {versions['ethereum_etl']}, "
-        f"pyarrow {versions['pyarrow']}. Repetitions: {data['settings']['repeat']} (median).",
+        f"pyarrow {versions['pyarrow']}. Repetitions: {data['settings']['repeat']} (median). "
+        f"Load average (1 min) before and after: {machine['load_average_before'][0]:.1f}, "
+        f"{machine['load_average_after'][0]:.1f}; total {data['total_seconds'] / 60:.0f} min.",
         "",
         f"Chain: {chain['plan']['blocks']:,} blocks of {chain['plan']['calls']} contract calls "
         f"({chain['plan']['calls'] * 3} logs) and {chain['plan']['transfers']} transfers each; "

@@ -373,6 +373,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write results under bench/work/results only; leave bench/results and the doc alone",
     )
     p.add_argument(
+        "--render-doc",
+        action="store_true",
+        help="only rewrite the results table in docs/benchmarks.md from bench/results/latest.json",
+    )
+    p.add_argument(
         "--keep-output", action="store_true", help="keep the tools' output in bench/work/out"
     )
     args = p.parse_args(argv)
@@ -415,10 +420,16 @@ def _tools_for(
     return selected
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if args.render_doc:
+        return _render_doc(json.loads((RESULTS / "latest.json").read_text()))
+    signal.signal(signal.SIGTERM, _interrupt)
     started_at = datetime.now(UTC)
     load_before = os.getloadavg()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -529,11 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     report.print_console(runs, comps)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
-    if not args.scratch:
-        if report.update_doc(DOC, report.markdown(data)):
-            log(f"updated the results table in {DOC.relative_to(REPO)}")
-        else:
-            log(f"warning: {DOC.relative_to(REPO)} has no results markers; not updated")
+    return 0 if args.scratch else _render_doc(data)
+
+
+def _render_doc(data: dict) -> int:
+    if not report.update_doc(DOC, report.markdown(data)):
+        print(f"error: {DOC.relative_to(REPO)} has no results markers", file=sys.stderr)
+        return 1
+    log(f"updated the results table in {DOC.relative_to(REPO)}")
     return 0
 
 
