@@ -23,40 +23,43 @@ import time
 from pathlib import Path
 
 _POLL_SECONDS = 0.02
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, from each of its threads' /proc children list."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found.extend(int(c) for c in f.read().split())
         except OSError:
             continue
-        # The command name may hold spaces and parentheses: the fields follow the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
+    return found
 
 
 def _rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+            return int(f.read().split()[1]) * _PAGE_KIB
     except (OSError, IndexError, ValueError):
         return 0
 
 
 def tree_rss_kib(root: int) -> int:
-    """Resident memory of `root` and all its descendants, in KiB (shared pages count twice)."""
-    children = _children_map()
+    """Resident memory of `root` and all its descendants, in KiB (shared pages count twice).
+
+    Walks down from `root` only (not all of /proc), so polling it costs the tool little CPU.
+    """
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
         total += _rss_kib(pid)
-        stack.extend(children.get(pid, ()))
+        stack.extend(_children(pid))
     return total
 
 
