@@ -310,33 +310,39 @@ def tune_floor(url: str, chain: Chain, blocks: int) -> tuple[int, int, list[dict
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
     p.add_argument(
         "--sizes",
         default=",".join(map(str, DEFAULT_SIZES)),
-        help="block counts to benchmark, comma-separated (one chain of the largest serves all)",
+        help="block counts, comma-separated; one chain of the largest serves all (default: %(default)s)",
     )
-    p.add_argument("--tools", default=",".join(ALL_TOOLS), help="which tools, comma-separated")
+    p.add_argument(
+        "--tools",
+        default=",".join(ALL_TOOLS),
+        help="which tools, comma-separated (default: %(default)s)",
+    )
     p.add_argument(
         "--small-only",
         default="ethereum-etl",
-        help="tools run on the smallest size only, comma-separated ('' for none)",
+        help="tools run on the smallest size only, comma-separated, '' for none (default: %(default)s)",
     )
     p.add_argument(
-        "--repeat", type=int, default=1, help="runs per tool and size; the median is reported"
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per tool and size; the median is reported (default: 1)",
     )
     p.add_argument(
         "--floor-batch-size",
         type=int,
         default=tools.FLOOR_BATCH_SIZE,
-        help="JSON-RPC calls per batch for the floor",
+        help="JSON-RPC calls per batch for the floor (default: %(default)s)",
     )
     p.add_argument(
         "--floor-concurrency",
         type=int,
         default=tools.FLOOR_CONCURRENCY,
-        help="batches in flight for the floor",
+        help="batches in flight for the floor (default: %(default)s)",
     )
     p.add_argument(
         "--ampd-batch-size", type=int, help="provider rpc_batch_size (default: the floor's)"
