@@ -126,6 +126,21 @@ class Cluster:
             proc.wait_for_log(r"worker \S+ registered")
         return proc
 
+    def start_server(
+        self, name: str = "server", env: dict[str, str] | None = None
+    ) -> tuple[Proc, str, int]:
+        """`ampd server` on free ports; returns the process, the JSON Lines URL, the Flight port."""
+        ports = {"AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0", "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0"}
+        proc = Proc(
+            [AMPD, "--config", str(self.config_path), "server"],
+            self.root / f"{name}.log",
+            env={**ports, **(env or {})},
+        )
+        self.procs[name] = proc
+        jsonl = proc.wait_for_log(r"JSON Lines server listening on (http://\S+)").group(1)
+        flight = int(proc.wait_for_log(r"Flight server listening on grpc://\S+:(\d+)").group(1))
+        return proc, jsonl, flight
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             proc.stop()

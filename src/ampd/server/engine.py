@@ -9,17 +9,15 @@ result is never held in memory.
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
-from datafusion.catalog import CatalogProvider, SchemaProvider, Table
+from datafusion.catalog import Catalog, Schema, Table
 
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
@@ -64,6 +62,11 @@ _WRITES = {
 _COMMENTS = re.compile(r"(--[^\n]*\n?)|(/\*.*?\*/)", re.DOTALL)
 _SETTINGS = re.compile(
     r"\s+settings\s+((?:[a-z_][a-z0-9_]*\s*=\s*[a-z0-9_'\"]+\s*,?\s*)+);?\s*$", re.IGNORECASE
+)
+# `FROM '/path/file.parquet'` or `FROM 'https://...'`: DataFusion's URL tables, off here.
+_FILE_TABLE = re.compile(r"\b(from|join)\s+'", re.IGNORECASE)
+_PATHLIKE = re.compile(
+    r"^(/|\./|\.\./|~|[a-z][a-z0-9+.-]*://)|\.(parquet|csv|json|ndjson|avro|arrow)$", re.IGNORECASE
 )
 _TABLE_NOT_FOUND = re.compile(r"table '(?:datafusion\.)?([^']+)' not found")
 
@@ -111,6 +114,10 @@ def parse_query(raw: bytes | str) -> ParsedQuery:
                 stream = value.strip().strip("'\"").lower() in ("true", "1")
         text = text[: match.start()]
     text = text.rstrip().rstrip(";")
+    if _FILE_TABLE.search(bare):
+        raise QueryError(
+            400, "SQL_NOT_ALLOWED", "reading files or URLs is not allowed: query dataset tables"
+        )
     first = re.match(r"\s*([A-Za-z_]+)", bare)
     if first and first.group(1).lower() in _WRITES:
         raise QueryError(
@@ -121,40 +128,49 @@ def parse_query(raw: bytes | str) -> ParsedQuery:
     return ParsedQuery(text, stream)
 
 
-class _Schema(SchemaProvider):
-    def __init__(self, tables: dict[str, tuple[CommittedFile, ...]]) -> None:
-        self._tables = tables
-
-    def table_names(self) -> set[str]:
-        return set(self._tables)
-
-    def table_exist(self, name: str) -> bool:
-        return name in self._tables
-
-    def table(self, name: str) -> Table | None:
-        files = self._tables.get(name)
-        if files is None:
-            return None
-        schema = TABLES.get(name)
-        dataset = pads.dataset([f.path for f in files], schema=schema, format="parquet")
-        return Table(dataset)
+# `"ns/name".table` or `"ns/name@rev".table` (the dataset part must be quoted: it has a "/").
+_REFERENCE = re.compile(
+    r'"([a-z0-9_]+/[a-z_][a-z0-9_]*(?:@[^"]+)?)"\s*\.\s*"?([A-Za-z_][A-Za-z0-9_]*)"?'
+)
 
 
-class _Catalog(CatalogProvider):
-    def __init__(
-        self, snapshot: CatalogSnapshot, only: dict[str, tuple[CommittedFile, ...]] | None
-    ) -> None:
-        self._snapshot = snapshot
-        self._only = only
+def _table(ctx: SessionContext, name: str, files: tuple[CommittedFile, ...]) -> Table:
+    """One table: the union of its committed Parquet files, read natively by DataFusion with
+    the extractor's schema (no footer inference)."""
+    schema = TABLES[name]
+    if not files:
+        return ctx.from_arrow(schema.empty_table()).into_view()
+    frame = None
+    for f in files:
+        part = ctx.read_parquet(f.path, schema=schema)
+        frame = part if frame is None else frame.union(part)
+    return frame.into_view()
 
-    def schema_names(self) -> set[str]:
-        return set(self._snapshot.schemas)
 
-    def schema(self, name: str) -> _Schema | None:
-        revision = self._snapshot.schemas.get(name)
-        if revision is None:
-            return None
-        return _Schema(revision.tables if self._only is None else self._only)
+def _register(
+    ctx: SessionContext,
+    sql: str,
+    snapshot: CatalogSnapshot,
+    only: dict[str, tuple[CommittedFile, ...]] | None,
+) -> None:
+    """Register the dataset tables the query names (and nothing else) in a fresh catalog.
+
+    Tables are registered before planning: DataFusion cannot read file metadata from
+    inside a catalog lookup.
+    """
+    catalog = Catalog.memory_catalog()
+    schemas: dict[str, Schema] = {}
+    for schema_name, table_name in set(_REFERENCE.findall(sql)):
+        revision = snapshot.schemas.get(schema_name)
+        if revision is None or table_name not in revision.tables:
+            continue
+        files = (only if only is not None else revision.tables).get(table_name, ())
+        if schema_name not in schemas:
+            schemas[schema_name] = Schema.memory_schema()
+            catalog.register_schema(schema_name, schemas[schema_name])
+        schemas[schema_name].register_table(table_name, _table(ctx, table_name, files))
+    catalog.register_schema("public", Schema.memory_schema())
+    ctx.register_catalog_provider("datafusion", catalog)
 
 
 @dataclass(frozen=True)
@@ -186,8 +202,8 @@ def plan(
         .with_default_catalog_and_schema("datafusion", "public")
     )
     ctx = SessionContext(config, runtime)
-    ctx.register_catalog_provider("datafusion", _Catalog(snapshot, only))
     try:
+        _register(ctx, sql, snapshot, only)
         return ctx.sql_with_options(sql, _OPTIONS)
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
         raise classify(exc, snapshot) from None
@@ -208,7 +224,11 @@ def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:
         return QueryError(400, "SQL_NOT_ALLOWED", _clean(message))
     missing = _TABLE_NOT_FOUND.search(message)
     if missing:
-        name = missing.group(1)
+        name = missing.group(1).removeprefix("public.")
+        if _PATHLIKE.search(name):
+            return QueryError(
+                400, "SQL_NOT_ALLOWED", f"reading files or URLs is not allowed: {name!r}"
+            )
         schema = name.rsplit(".", 1)[0] if "." in name else ""
         if schema and schema != "public" and schema not in snapshot.schemas:
             return QueryError(404, "DATASET_NOT_FOUND", f"dataset {schema!r} not found")
@@ -225,84 +245,76 @@ def _clean(message: str) -> str:
 
 
 class BatchStream:
-    """Pull record batches from a DataFusion stream on a daemon thread, one ahead.
+    """The record batches of a planned query, pulled asynchronously.
 
-    `__aiter__` yields pyarrow RecordBatches; a batch that does not arrive within the query's
-    time limit (counted from the start) ends the stream with QueryError(QUERY_TIMEOUT) and
-    tells the thread to stop pulling. Dropping the stream stops it too.
+    DataFusion runs the plan on its own threads; awaiting the next batch never blocks the
+    event loop. A batch that does not arrive within the query's time limit (counted from the
+    start) ends the stream with QueryError(QUERY_TIMEOUT) and drops DataFusion's stream,
+    which stops the execution. Use `open()` to create one.
     """
 
-    def __init__(self, dataframe, limits: Limits, snapshot: CatalogSnapshot) -> None:  # noqa: ANN001
-        self._frame = dataframe
+    def __init__(
+        self, stream, schema: pa.Schema, limits: Limits, snapshot: CatalogSnapshot
+    ) -> None:  # noqa: ANN001
+        self._stream = stream
+        self.schema = schema
         self._limits = limits
         self._snapshot = snapshot
-        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=2)
-        self._cancelled = threading.Event()
         self._started = time.monotonic()
-        self.schema: pa.Schema = dataframe.schema()
-        self._thread = threading.Thread(target=self._pull, name="query", daemon=True)
-        self._thread.start()
 
-    def _pull(self) -> None:
+    @classmethod
+    async def open(cls, dataframe, limits: Limits, snapshot: CatalogSnapshot) -> BatchStream:  # noqa: ANN001
+        """Start executing `dataframe` (physical planning runs off the event loop)."""
+        started = time.monotonic()
         try:
-            stream = self._frame.execute_stream()
-            for batch in stream:
-                if self._cancelled.is_set():
-                    return
-                self._put(("batch", batch.to_pyarrow()))
-            self._put(("end", None))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer
-            self._put(("error", classify(exc, self._snapshot)))
-
-    def _put(self, item: tuple[str, object]) -> None:
-        while not self._cancelled.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+            stream = await asyncio.to_thread(dataframe.execute_stream)
+        except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
+            raise classify(exc, snapshot) from None
+        self = cls(stream, dataframe.schema(), limits, snapshot)
+        self._started = started
+        return self
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        """Stop the query: dropping DataFusion's stream cancels its execution."""
+        self._stream = None
 
-    def _remaining(self) -> float | None:
-        if not self._limits.timeout_secs:
+    async def next(self) -> pa.RecordBatch | None:
+        """The next batch, or None at the end. Raises QueryError."""
+        if self._stream is None:
             return None
-        return self._limits.timeout_secs - (time.monotonic() - self._started)
-
-    def next_item(self) -> pa.RecordBatch | None:
-        """Blocking: the next batch, or None at the end. Raises QueryError."""
-        remaining = self._remaining()
+        remaining = None
+        if self._limits.timeout_secs:
+            remaining = max(self._limits.timeout_secs - (time.monotonic() - self._started), 0.0)
         try:
-            if remaining is not None and remaining <= 0:
-                raise queue.Empty
-            kind, value = self._queue.get(timeout=remaining)
-        except queue.Empty:
+            batch = await asyncio.wait_for(self._stream.__anext__(), remaining)
+        except StopAsyncIteration:
+            self.cancel()
+            return None
+        except TimeoutError:
             self.cancel()
             raise QueryError(
                 500,
                 "QUERY_TIMEOUT",
                 f"query cancelled: it ran longer than query_timeout_secs = {self._limits.timeout_secs:g}",
             ) from None
-        if kind == "batch":
-            return value  # type: ignore[return-value]
-        if kind == "error":
+        except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
             self.cancel()
-            raise value  # type: ignore[misc]
-        return None
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        try:
-            while (batch := self.next_item()) is not None:
-                yield batch
-        finally:
-            self.cancel()
+            raise classify(exc, self._snapshot) from None
+        return batch.to_pyarrow()
 
     async def __aiter__(self) -> AsyncIterator[pa.RecordBatch]:
-        import asyncio
-
         try:
-            while (batch := await asyncio.to_thread(self.next_item)) is not None:
+            while (batch := await self.next()) is not None:
                 yield batch
         finally:
             self.cancel()
+
+    def iterate_from_thread(self, loop: asyncio.AbstractEventLoop) -> Iterator[pa.RecordBatch]:
+        """The batches for a caller on another thread (the Flight server), driven on `loop`."""
+        try:
+            while (
+                batch := asyncio.run_coroutine_threadsafe(self.next(), loop).result()
+            ) is not None:
+                yield batch
+        finally:
+            loop.call_soon_threadsafe(self.cancel)

@@ -29,7 +29,7 @@ from ampd.server.engine import BatchStream, Limits, QueryError, parse_query, pla
 log = get_logger("server")
 
 STATEMENT_QUERY_TYPE = "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-_NON_INCREMENTAL = ("Aggregate:", "Distinct", "Limit:", "Sort:", "Window", "Join", "Union")
+_NON_INCREMENTAL = ("Aggregate:", "Distinct", "Limit:", "Sort:", "Window", "Join")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -122,7 +122,7 @@ class _Server(flight.FlightServerBase):
         self._loop = loop
 
     def _snapshot(self) -> CatalogSnapshot:
-        return asyncio.run_coroutine_threadsafe(self._catalog.snapshot(), self._loop).result()
+        return self._run(self._catalog.snapshot())
 
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
@@ -163,7 +163,7 @@ class _Server(flight.FlightServerBase):
             frame = plan(sql, snapshot, self._limits)
             if stream:
                 _check_incremental(frame)
-            batches = BatchStream(frame, self._limits, snapshot)
+            batches = self._run(BatchStream.open(frame, self._limits, snapshot))
         except QueryError as exc:
             raise _flight_error(exc) from None
         schema = batches.schema
@@ -171,10 +171,12 @@ class _Server(flight.FlightServerBase):
             return flight.GeneratorStream(schema, self._batches(batches))
         return flight.GeneratorStream(schema, self._streaming(sql, snapshot, batches, context))
 
-    @staticmethod
-    def _batches(batches: BatchStream) -> Iterator[pa.RecordBatch]:
+    def _run(self, coroutine):  # noqa: ANN001, ANN202
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _batches(self, batches: BatchStream) -> Iterator[pa.RecordBatch]:
         try:
-            yield from batches
+            yield from batches.iterate_from_thread(self._loop)
         except QueryError as exc:
             raise _flight_error(exc) from None
 
@@ -193,7 +195,7 @@ class _Server(flight.FlightServerBase):
             for f in files
         }
         try:
-            for batch in first:
+            for batch in first.iterate_from_thread(self._loop):
                 yield (
                     batch,
                     pa.py_buffer(json.dumps({"ranges": [], "ranges_complete": True}).encode()),
@@ -213,7 +215,10 @@ class _Server(flight.FlightServerBase):
                             }
                         ).encode()
                     )
-                    for batch in BatchStream(frame, Limits(self._limits.max_mem_mb, 0), snapshot):
+                    batches = self._run(
+                        BatchStream.open(frame, Limits(self._limits.max_mem_mb, 0), snapshot)
+                    )
+                    for batch in batches.iterate_from_thread(self._loop):
                         yield batch, metadata
                     seen.update(f.id for fs in files.values() for f in fs)
         except QueryError as exc:

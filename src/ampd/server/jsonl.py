@@ -77,8 +77,8 @@ def create_app(catalog: Catalog, limits: Limits) -> Starlette:
                 )
             snapshot = await catalog.snapshot()
             frame = await asyncio.to_thread(plan, parsed.sql, snapshot, limits)
-            stream = BatchStream(frame, limits, snapshot)
-            first = await asyncio.to_thread(stream.next_item)
+            stream = await BatchStream.open(frame, limits, snapshot)
+            first = await stream.next()
         except QueryError as exc:
             return _error(exc)
         encoding = _pick_encoding(request.headers.get("accept-encoding", ""))
@@ -102,7 +102,7 @@ async def _body(first, stream: BatchStream, encoding: str | None) -> AsyncIterat
                 data = compressor.compress(data)
             if data:
                 yield data
-            batch = await asyncio.to_thread(stream.next_item)
+            batch = await stream.next()
     except QueryError as exc:
         # The status line is gone already: end the body with the error as a last line.
         log.warning("query failed while streaming: %s", exc)

@@ -1,0 +1,412 @@
+"""Query serving against a real `ampd server` process over data extracted from a real anvil:
+JSON Lines encodings and errors, Flight (Flight SQL command, raw SQL, ADBC), safety rules,
+limits, snapshot isolation while files are committed, and streaming queries."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import brotli
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+from datafusion import SessionContext
+
+from ampd.metadb.managed import ManagedPostgres
+from ampd.providers.evm_rpc.schema import TABLES
+from support.anvil import Anvil
+from support.chain import build_varied_chain
+from support.cluster import Cluster, fill_chain
+from support.postgres import create_database, drop_database
+
+pytestmark = [pytest.mark.timeout(300)]
+
+STATEMENT_QUERY = "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (enough to build Any and CommandStatementQuery)."""
+    length, out = len(payload), bytearray()
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(out) + payload
+
+
+def statement_query(sql: str) -> bytes:
+    return _field(1, STATEMENT_QUERY.encode()) + _field(2, _field(1, sql.encode()))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -> Iterator[dict]:
+    with Anvil() as anvil:
+        build_varied_chain(anvil)
+        head = fill_chain(anvil, 300, txs_per_block=2)
+        url = create_database(pg_cluster)
+        cluster = Cluster(
+            tmp_path_factory.mktemp("query"),
+            url,
+            anvil,
+            {
+                "query_timeout_secs": 3,
+                "poll_interval_secs": 0.2,
+                "writer": {"segment_flush_interval_secs": 0.5},
+            },
+        )
+        try:
+            cluster.start_controller()
+            cluster.start_worker("w")
+            manifest_hash = cluster.register()
+            job_id = cluster.deploy({"end_block": str(head), "parallelism": 3})
+            assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+            server, jsonl, port = cluster.start_server()
+            yield {
+                "cluster": cluster,
+                "anvil": anvil,
+                "head": head,
+                "hash": manifest_hash,
+                "jsonl": jsonl,
+                "port": port,
+                "server": server,
+            }
+        finally:
+            cluster.stop_all()
+            drop_database(pg_cluster, url)
+
+
+def reference(env: dict, sql: str) -> pa.Table:
+    """DataFusion in-process over the committed files: what the server must answer."""
+    ctx = SessionContext()
+    for table in TABLES:
+        files = [f for f in env["cluster"].committed_files(env["hash"]) if f["table"] == table]
+        paths = [str(env["cluster"].data_dir / f["path"]) for f in files]
+        ctx.register_record_batches(
+            table, [pa.concat_tables([_read(p) for p in paths]).to_batches()]
+        )
+    return ctx.sql(sql).to_arrow_table()
+
+
+def _read(path: str) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def post(env: dict, sql: str | bytes, **kwargs) -> httpx.Response:  # noqa: ANN003
+    return httpx.post(env["jsonl"], content=sql, timeout=120, **kwargs)
+
+
+def lines(response: httpx.Response) -> list[dict]:
+    return [json.loads(line) for line in response.text.splitlines() if line]
+
+
+# -- JSON Lines --
+
+
+def test_jsonl_rows_and_encodings(env: dict) -> None:
+    response = post(
+        env,
+        'SELECT block_num, hash, miner, timestamp, base_fee_per_gas, gas_used FROM "test/chain".blocks ORDER BY block_num',
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    rows = lines(response)
+    assert [r["block_num"] for r in rows] == list(range(env["head"] + 1))
+    for row in rows[:20]:
+        block = env["anvil"].block(row["block_num"], full=False)
+        assert row["hash"] == block["hash"]  # 0x-prefixed lowercase hex
+        assert row["miner"] == block["miner"].lower()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(block["timestamp"], 16)))
+        assert row["timestamp"] == stamp
+        assert row["base_fee_per_gas"] == int(block["baseFeePerGas"], 16)  # a JSON number
+        assert row["gas_used"] == int(block["gasUsed"], 16)
+
+
+def test_jsonl_decimals_beyond_2_53_are_strings(env: dict) -> None:
+    sql = (
+        "SELECT CAST('123456789012345678901234567890' AS DECIMAL(38, 0)) AS big, "
+        "CAST(9007199254740992 AS DECIMAL(38, 0)) AS edge, CAST(42 AS DECIMAL(38, 0)) AS small, "
+        "arrow_cast(X'00ff', 'Binary') AS bytes"
+    )
+    row = lines(post(env, sql))[0]
+    assert row == {
+        "big": "123456789012345678901234567890",
+        "edge": 9007199254740992,
+        "small": 42,
+        "bytes": "0x00ff",
+    }
+
+
+def test_jsonl_lists_and_structs(env: dict) -> None:
+    sql = 'SELECT tx_hash, type, access_list FROM "test/chain".transactions WHERE type = 1 LIMIT 1'
+    row = lines(post(env, sql))[0]
+    entry = row["access_list"][0]
+    assert entry["address"].startswith("0x") and len(entry["address"]) == 42
+    assert all(key.startswith("0x") and len(key) == 66 for key in entry["storage_keys"])
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_jsonl_compression_on_request(env: dict, encoding: str) -> None:
+    sql = 'SELECT * FROM "test/chain".logs ORDER BY block_num, log_index'
+    plain = post(env, sql).content
+    with httpx.Client() as client:
+        response = client.post(env["jsonl"], content=sql, headers={"Accept-Encoding": encoding})
+        raw = response.read()  # httpx decodes; check the header and decode ourselves too
+    assert response.headers["content-encoding"] == encoding
+    stream = httpx.post(env["jsonl"], content=sql, headers={"Accept-Encoding": encoding})
+    assert stream.content == plain
+    direct = httpx.Request("POST", env["jsonl"], content=sql, headers={"Accept-Encoding": encoding})
+    with httpx.Client() as client:
+        undecoded = client.send(direct, stream=True)
+        body = b"".join(undecoded.iter_raw())
+    decoded = {"gzip": gzip.decompress, "deflate": zlib.decompress, "br": brotli.decompress}[
+        encoding
+    ](body)
+    assert decoded == plain and len(body) < len(plain)
+    assert raw == plain
+
+
+ERRORS = [
+    (b"", 400, "INVALID_SQL_STRING"),
+    (b"   -- nothing\n", 400, "INVALID_SQL_STRING"),
+    (b"SELECT '\xff\xfe'", 400, "INVALID_SQL_STRING"),
+    (b"SELEC block_num FROM blocks", 400, "SQL_PARSE_ERROR"),
+    (b'SELECT * FROM "test/chain".blocks SETTINGS stream = true', 400, "STREAMING_NOT_SUPPORTED"),
+    (b'SELECT * FROM "test/chain".no_table', 404, "TABLE_NOT_FOUND"),
+    (b'SELECT * FROM "no/such".blocks', 404, "DATASET_NOT_FOUND"),
+    (b"SELECT * FROM blocks", 404, "TABLE_NOT_FOUND"),
+    (b"SELECT CAST('abc' AS INT) / 0", 500, "QUERY_FAILED"),
+    (b"CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'", 400, "SQL_NOT_ALLOWED"),
+    (b"COPY (SELECT 1) TO '/tmp/out.parquet'", 400, "SQL_NOT_ALLOWED"),
+    (b'INSERT INTO "test/chain".blocks SELECT * FROM "test/chain".blocks', 400, "SQL_NOT_ALLOWED"),
+    (b'DROP TABLE "test/chain".blocks', 400, "SQL_NOT_ALLOWED"),
+    (b"SET datafusion.execution.batch_size = 1", 400, "SQL_NOT_ALLOWED"),
+    (b"SELECT * FROM read_parquet('/etc/passwd')", 400, "SQL_NOT_ALLOWED"),
+    (b"SELECT * FROM read_csv('http://127.0.0.1:1/x.csv')", 400, "SQL_NOT_ALLOWED"),
+    (b"SELECT * FROM '/etc/passwd'", 400, "SQL_NOT_ALLOWED"),
+    (b"SELECT * FROM 'https://example.com/x.parquet'", 400, "SQL_NOT_ALLOWED"),
+    (b'SELECT * FROM "/etc/hosts"', 400, "SQL_NOT_ALLOWED"),
+    (b'SELECT * FROM "data.parquet"', 400, "SQL_NOT_ALLOWED"),
+]
+
+
+@pytest.mark.parametrize(("sql", "status", "code"), ERRORS)
+def test_jsonl_errors(env: dict, sql: bytes, status: int, code: str) -> None:
+    response = post(env, sql)
+    assert response.status_code == status, response.text
+    assert response.json()["error_code"] == code, response.text
+    assert response.json()["error_message"]
+
+
+def test_health(env: dict) -> None:
+    assert httpx.get(env["jsonl"] + "/health").status_code == 200
+
+
+# -- Flight --
+
+
+SQL = 'SELECT block_num, tx_index, tx_hash, "from", "to", value, gas_price, access_list FROM "test/chain".transactions ORDER BY block_num, tx_index'
+
+
+def test_flight_statement_query_raw_sql_and_adbc_agree_with_datafusion(env: dict) -> None:
+    expected = reference(env, SQL.replace('"test/chain".', ""))
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    tables = []
+    for command in (statement_query(SQL), SQL.encode()):
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+        assert len(info.endpoints) == 1
+        tables.append(client.do_get(info.endpoints[0].ticket).read_all())
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    with (
+        dbapi.connect(f"grpc://127.0.0.1:{env['port']}", autocommit=True) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute(SQL)
+        tables.append(cursor.fetch_arrow_table())
+    for table in tables:
+        assert table.num_rows == expected.num_rows > 0
+        assert table.equals(expected), "Flight answer differs from DataFusion over the files"
+
+
+def test_flight_errors_map_to_grpc_statuses(env: dict) -> None:
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    with pytest.raises(pa.ArrowInvalid, match="SQL_NOT_ALLOWED"):
+        client.get_flight_info(flight.FlightDescriptor.for_command(b"DROP TABLE x"))
+    with pytest.raises(pa.ArrowKeyError, match="TABLE_NOT_FOUND"):
+        client.get_flight_info(
+            flight.FlightDescriptor.for_command(b'SELECT * FROM "test/chain".nope')
+        )
+    with pytest.raises(pa.ArrowInvalid, match="SQL_PARSE_ERROR"):
+        client.get_flight_info(flight.FlightDescriptor.for_command(statement_query("SELEC 1")))
+
+
+def test_streaming_rejects_non_incremental_plans(env: dict) -> None:
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    for sql in (
+        'SELECT count(*) FROM "test/chain".blocks',
+        'SELECT DISTINCT miner FROM "test/chain".blocks',
+        'SELECT * FROM "test/chain".blocks LIMIT 5',
+        'SELECT * FROM "test/chain".blocks ORDER BY block_num',
+        'SELECT block_num, row_number() OVER (ORDER BY block_num) FROM "test/chain".blocks',
+    ):
+        with pytest.raises(pa.ArrowInvalid, match="incremental"):
+            client.get_flight_info(
+                flight.FlightDescriptor.for_command((sql + " SETTINGS stream = true").encode())
+            )
+
+
+# -- limits and isolation --
+
+
+def test_timeout_cancels_a_runaway_query_while_another_completes(env: dict) -> None:
+    # Billions of rows through one join: seconds of CPU on one of DataFusion's threads.
+    slow = 'SELECT sum(a.log_index + x.value) FROM "test/chain".logs a, generate_series(1, 100000000) x'
+    results: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: results.setdefault("slow", post(env, slow)))
+    thread.start()
+    time.sleep(0.3)
+    fast = post(env, 'SELECT count(*) AS n FROM "test/chain".blocks')
+    thread.join(60)
+    assert fast.status_code == 200, fast.text
+    assert lines(fast) == [{"n": env["head"] + 1}]
+    assert results["slow"].status_code == 500
+    assert results["slow"].json()["error_code"] == "QUERY_TIMEOUT"
+    assert "query_timeout_secs" in results["slow"].json()["error_message"]
+    assert post(env, "SELECT 1 AS one").status_code == 200, "the server keeps serving"
+
+
+def _rss_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(key)
+
+
+def test_a_million_rows_stream_in_bounded_memory(env: dict) -> None:
+    # A server of its own: a generous time limit, and its memory is this query's alone.
+    server, url, _ = env["cluster"].start_server(
+        "big-server", env={"AMP_CONFIG_QUERY_TIMEOUT_SECS": "600"}
+    )
+    pid = server.pid
+    before = _rss_kib(pid, "VmRSS")
+    blocks = env["head"] + 1
+    repeat = -(-1_000_000 // (blocks * blocks))  # enough copies for a million rows
+    sql = (
+        "SELECT b.block_num, b.hash, b.parent_hash, b.logs_bloom, x.block_num AS x, y.block_num AS y "
+        'FROM "test/chain".blocks b, "test/chain".blocks x, '
+        f'(SELECT block_num FROM "test/chain".blocks LIMIT {repeat}) y'
+    )
+    rows = size = 0
+    headers = {"Accept-Encoding": "identity"}
+    with httpx.stream("POST", url, content=sql, headers=headers, timeout=300) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            rows += chunk.count(b"\n")
+    assert rows == blocks * blocks * repeat >= 1_000_000
+    peak_growth = (_rss_kib(pid, "VmHWM") - before) * 1024
+    assert size > 500 * 1024 * 1024
+    print(f"streamed {rows} rows, {size >> 20} MiB; server peak RSS grew {peak_growth >> 20} MiB")
+    assert peak_growth < size / 4, (
+        f"server peak grew {peak_growth >> 20} MiB for a {size >> 20} MiB result"
+    )
+    server.stop()
+
+
+def test_queries_during_extraction_see_whole_files_only(
+    env: dict, tmp_path: Path, pg_cluster: ManagedPostgres
+) -> None:
+    anvil = env["anvil"]
+    cluster = env["cluster"]
+    # A second, slow dataset being extracted while we query it.
+    manifest = {"kind": "evm-rpc", "network": "anvil", "start_block": 1}
+    manifest_hash = cluster.register(name="live", manifest=manifest)
+    cluster.procs["w"].stop()
+    cluster.start_worker(
+        "slow", env={"AMP_EXTRACT_CHUNK_BLOCKS": "7", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"}
+    )
+    job_id = cluster.deploy({"end_block": str(env["head"])}, ref="test/live/versions/1.0.0")
+    seen: list[list[int]] = []
+    while cluster.job(job_id)["status"] not in ("COMPLETED", "ERROR", "FATAL"):
+        response = post(env, 'SELECT block_num FROM "test/live".blocks')
+        assert response.status_code == 200
+        seen.append(sorted(r["block_num"] for r in lines(response)))
+    assert cluster.job(job_id)["status"] == "COMPLETED"
+    files = [f for f in cluster.committed_files(manifest_hash) if f["table"] == "blocks"]
+    partial = [blocks for blocks in seen if blocks and len(blocks) < env["head"]]
+    assert len(seen) >= 2
+    for blocks in seen:
+        present = set(blocks)
+        assert len(present) == len(blocks), "a block answered twice"
+        for f in files:
+            inside = set(range(f["start_block"], f["end_block"] + 1)) & present
+            assert not inside or len(inside) == f["end_block"] - f["start_block"] + 1, (
+                "a partial file was visible"
+            )
+    del partial, anvil
+
+
+def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
+    cluster, anvil = env["cluster"], env["anvil"]
+    cluster.register(
+        name="tail", manifest={"kind": "evm-rpc", "network": "anvil", "start_block": 0}
+    )
+    if "w" in cluster.procs and cluster.procs["w"].popen.poll() is not None:
+        cluster.start_worker("w2")
+    job_id = cluster.deploy({"end_block": None}, ref="test/tail/versions/1.0.0")
+    head = anvil.block_number()
+    cluster.wait_until(
+        lambda: (
+            lines(post(env, 'SELECT max(block_num) AS m FROM "test/tail".blocks'))[0]["m"] == head
+        ),
+        what="the tail job caught up",
+    )
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    descriptor = flight.FlightDescriptor.for_command(
+        b'SELECT block_num, hash FROM "test/tail".blocks WHERE block_num > 5'
+    )
+    options = flight.FlightCallOptions(headers=[(b"amp-stream", b"true")])
+    info = client.get_flight_info(descriptor, options)
+    reader = client.do_get(info.endpoints[0].ticket, options)
+    received: list[int] = []
+    metadata: list[dict] = []
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                chunk = reader.read_chunk()
+                if chunk.data is not None:
+                    received.extend(chunk.data.column("block_num").to_pylist())
+                if chunk.app_metadata is not None:
+                    metadata.append(json.loads(chunk.app_metadata.to_pybytes()))
+        except Exception as exc:  # noqa: BLE001 - the stream is cancelled at the end
+            errors.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    cluster.wait_until(lambda: len(received) >= head - 5 or errors, what="the committed rows")
+    assert not errors, errors
+    new_head = anvil.mine(3)
+    cluster.wait_until(
+        lambda: received and received[-1] >= new_head, timeout=30, what="the new blocks streamed"
+    )
+    done.set()
+    reader.cancel()
+    tail = received[head - 5 :]
+    assert tail == list(range(head + 1, new_head + 1)), tail
+    assert any(m["ranges"] for m in metadata), "new ranges are tagged in app_metadata"
+    with cluster.api() as api:
+        api.put(f"/jobs/{job_id}/stop")
