@@ -4,11 +4,13 @@
    logs with 0-4 topics, a reverted call, busy blocks and empty ones);
 2. `ampd solo` on its managed PostgreSQL;
 3. with `ampctl`: register the provider and the dataset, deploy, watch the progress;
-4. the row count of each table, from the metadata database and read back from the files.
+4. the row count of each table, from the metadata database and read back from the files;
+5. SQL over the chain through both query endpoints (JSON Lines and Arrow Flight).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -97,6 +99,10 @@ def run_solo(work: Path, node_url: str, head: int) -> int:
     try:
         admin = wait_for(log_path, r"admin API listening on (http://\S+)", solo).group(1)
         db_url = wait_for(log_path, r"metadata database: (\S+)", solo).group(1)
+        jsonl = wait_for(log_path, r"JSON Lines server listening on (http://\S+)", solo).group(1)
+        flight_port = wait_for(
+            log_path, r"Flight server listening on grpc://\S+:(\d+)", solo
+        ).group(1)
         wait_for(log_path, r"ampd solo is up", solo)
         print(f"admin API at {admin}; metadata database {db_url}")
 
@@ -140,6 +146,9 @@ def run_solo(work: Path, node_url: str, head: int) -> int:
 
         step("rows per table")
         report_rows(db_url, amp_dir / "data", head)
+
+        step("SQL over the extracted chain")
+        run_queries(jsonl, int(flight_port))
     finally:
         step("stopping ampd solo")
         solo.send_signal(signal.SIGTERM)
@@ -168,6 +177,39 @@ def report_rows(db_url: str, data_dir: Path, head: int) -> None:
         print(f"{table:<14}{files:>7}{count:>10}{read_back:>16}   {first}..{last}")
         if read_back != count or last != head:
             raise SystemExit(f"{table}: committed rows and files disagree, or the range is short")
+
+
+TOP_SENDERS = (
+    'SELECT "from" AS sender, count(*) AS transactions FROM "demo/chain".transactions '
+    "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"
+)
+LOGS_PER_BLOCK = (
+    'SELECT block_num, count(*) AS logs FROM "demo/chain".logs '
+    "GROUP BY block_num ORDER BY logs DESC, block_num LIMIT 5"
+)
+
+
+def run_queries(jsonl: str, flight_port: int) -> None:
+    """The same questions through JSON Lines (HTTP) and Arrow Flight; both must agree."""
+    import httpx
+    import pyarrow.flight as flight
+
+    client = flight.connect(f"grpc://127.0.0.1:{flight_port}")
+    for title, sql in (
+        ("the ten addresses that sent the most transactions", TOP_SENDERS),
+        ("the blocks with the most logs (count of logs per block)", LOGS_PER_BLOCK),
+    ):
+        print(f"\n{title}\n$ curl -d '{sql}' {jsonl}")
+        response = httpx.post(jsonl, content=sql, timeout=60)
+        response.raise_for_status()
+        rows = [json.loads(line) for line in response.text.splitlines()]
+        for row in rows:
+            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()))
+        table = client.do_get(info.endpoints[0].ticket).read_all()
+        print(f"  Arrow Flight: {table.num_rows} rows, columns {table.column_names}")
+        if table.num_rows != len(rows):
+            raise SystemExit("JSON Lines and Flight disagree")
 
 
 if __name__ == "__main__":
