@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import click
 
 from ampd.datasets.manifest import InvalidManifest, ManifestValidationError, parse_manifest
 from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
-from ampd.extract.sources import open_pool
-from ampd.providers.config import ProviderConfigError
+from ampd.extract.parallel import ProcessPoolSource
+from ampd.providers.config import ProviderConfigError, load_providers, select_providers
 from ampd.providers.evm_rpc.errors import RpcError
+from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
 from ampd.storage.paths import new_revision
@@ -93,6 +95,12 @@ def _fail(message: str) -> None:
     help="Fetches running at once.",
 )
 @click.option(
+    "--processes",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Worker processes that fetch and convert (0: all in this process) [default: one per CPU].",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar [default: when stderr is a terminal].",
@@ -110,6 +118,7 @@ def dump(
     max_file_mb: int,
     chunk_blocks: int,
     chunks_in_flight: int,
+    processes: int | None,
     progress: bool | None,
 ) -> None:
     """Extract blocks START..END (inclusive) of a dataset into Parquet files, like cryo:
@@ -123,7 +132,9 @@ def dump(
             max_row_group_bytes=max_row_group_mb * 1024 * 1024,
             max_file_bytes=max_file_mb * 1024 * 1024,
         )
-        pool = open_pool(manifest, providers_dir, max_attempts=None)
+        providers = select_providers(load_providers(providers_dir), manifest.kind, manifest.network)
+        workers = (os.cpu_count() or 1) if processes is None else processes
+        pool = ProcessPoolSource(providers, workers) if workers > 0 else ProviderPool(providers)
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")
     except (ProviderConfigError, InvalidCompression, ValueError) as exc:

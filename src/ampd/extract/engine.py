@@ -31,7 +31,34 @@ ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per tab
 
 
 class BlockSource(Protocol):
+    """A provider (client or pool): raw blocks with their receipts."""
+
     async def fetch_blocks(self, numbers: Sequence[int]) -> list[RawBlock]: ...
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive blocks, converted: one record batch per table, and the block headers."""
+
+    batches: dict[str, Any]
+    headers: list[BlockHeader]
+
+
+class ChunkSource(Protocol):
+    """Fetches and converts blocks; see InProcessSource and extract.parallel."""
+
+    async def chunk(self, numbers: Sequence[int]) -> Chunk: ...
+
+
+class InProcessSource:
+    """Fetch on the event loop, convert on a thread of this process."""
+
+    def __init__(self, source: BlockSource) -> None:
+        self.source = source
+
+    async def chunk(self, numbers: Sequence[int]) -> Chunk:
+        raw = await self.source.fetch_blocks(numbers)
+        return await asyncio.to_thread(_convert, raw)
 
 
 class ReorgDetected(Exception):
@@ -87,7 +114,7 @@ class Tuning:
 
 
 async def extract_range(
-    source: BlockSource,
+    source: BlockSource | ChunkSource,
     target: ExtractionTarget,
     start: int,
     end: int,
@@ -109,6 +136,7 @@ async def extract_range(
     """
     if end < start:
         return start - 1
+    chunks = source if hasattr(source, "chunk") else InProcessSource(source)  # type: ignore[arg-type]
     tuning = tuning or Tuning()
     settings = target.settings()
     writers = {
@@ -121,18 +149,18 @@ async def extract_range(
     committed = start - 1
     done_blocks = 0
     rows = dict.fromkeys(TABLES, 0)
-    fetches: asyncio.Queue[asyncio.Task[list[RawBlock]] | None] = asyncio.Queue(
+    fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
     )
-    producer = asyncio.create_task(_produce(source, start, end, tuning.chunk_blocks, fetches, stop))
+    producer = asyncio.create_task(_produce(chunks, start, end, tuning.chunk_blocks, fetches, stop))
     try:
         while True:
             task = await fetches.get()
             if task is None:
                 break
-            raw = await task
-            log.debug("fetched blocks %d..%d", raw[0].number, raw[-1].number)
-            batches, headers = await asyncio.to_thread(_convert, raw)
+            chunk = await task
+            batches, headers = chunk.batches, chunk.headers
+            log.debug("fetched blocks %d..%d", headers[0].number, headers[-1].number)
             parent = _check_chain(headers, parent)
             closed: list[ClosedFile] = []
             for table, writer in writers.items():
@@ -164,11 +192,11 @@ async def extract_range(
 
 
 async def _produce(
-    source: BlockSource,
+    source: ChunkSource,
     start: int,
     end: int,
     chunk: int,
-    out: asyncio.Queue[asyncio.Task[list[RawBlock]] | None],
+    out: asyncio.Queue[asyncio.Task[Chunk] | None],
     stop: asyncio.Event | None,
 ) -> None:
     """Start fetches in block order; the bounded queue limits how many are in flight."""
@@ -176,14 +204,14 @@ async def _produce(
     while cursor <= end and not (stop is not None and stop.is_set()):
         last = min(cursor + chunk - 1, end)
         numbers = list(range(cursor, last + 1))
-        await out.put(asyncio.create_task(source.fetch_blocks(numbers)))
+        await out.put(asyncio.create_task(source.chunk(numbers)))
         cursor = last + 1
     # Only on a normal end: a cancelled producer must not block on a queue nobody reads.
     await out.put(None)
 
 
-def _convert(raw: list[RawBlock]) -> tuple[dict[str, Any], list[BlockHeader]]:
-    return convert(raw), block_headers(raw)
+def _convert(raw: list[RawBlock]) -> Chunk:
+    return Chunk(convert(raw), block_headers(raw))
 
 
 def _check_chain(headers: list[BlockHeader], parent: str | None) -> str | None:
