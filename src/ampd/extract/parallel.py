@@ -118,7 +118,9 @@ class ProcessPoolSource:
         self.max_attempts = max_attempts
         # spawn: the calling process has threads and an event loop, which fork would copy.
         self._executor = ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
         )
 
     async def chunk(self, numbers: Sequence[int]) -> Chunk:
