@@ -1,11 +1,13 @@
-"""`make bench`: extraction speed and memory of `ampd dump` against the floor and the peers.
+"""`make bench`: extraction by `ampd dump` against a floor and peers, then query serving scans.
 
 One run: build (or load from bench/work/) an anvil chain whose every block holds contract
-calls with logs and transfers; then, on the same block ranges, run each tool as a measured
-subprocess: the floor (bench/floor.py: fetch and decode, nothing more), `ampd dump`, cryo and
-ethereum-etl (in their own virtualenv, bench/work/peers-venv). Prints a side-by-side table,
-writes bench/results/<UTC time>.json and latest.json, and refreshes the results table in
-docs/benchmarks.md. See that document for what is measured and every flag.
+calls with logs and transfers. The extract stage runs, on the same block ranges, each tool
+as a measured subprocess: the floor (bench/floor.py: fetch and decode, nothing more), `ampd
+dump`, cryo and ethereum-etl (in their own virtualenv, bench/work/peers-venv). The query
+stage (bench/serving.py) has `ampd solo` extract the chain and times full-table scans
+through its JSON Lines and Arrow Flight endpoints against DataFusion over the same files.
+Prints the tables, writes bench/results/<UTC time>.json and latest.json, and refreshes the
+results sections of docs/benchmarks.md. See that document for what is measured and every flag.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import pyarrow
 import report
+import serving
 import tools
 from anvil import Anvil, AnvilError, anvil_version
 from chain import Chain, ChainPlan, cache_paths, fill, read_meta, verify, write_meta
@@ -36,6 +39,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
+ALL_STAGES = ("extract", "query")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -317,6 +321,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="block counts, comma-separated; one chain of the largest serves all (default: %(default)s)",
     )
     p.add_argument(
+        "--stages",
+        default=",".join(ALL_STAGES),
+        help="extract: the tools on each size; query: full scans through ampd solo's "
+        "endpoints (default: %(default)s)",
+    )
+    p.add_argument(
         "--tools",
         default=",".join(ALL_TOOLS),
         help="which tools, comma-separated (default: %(default)s)",
@@ -360,6 +370,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra argument for `ampd dump` (repeat it: --ampd-arg=--chunks-in-flight --ampd-arg=8)",
     )
     p.add_argument(
+        "--query-size",
+        type=int,
+        help="blocks the query stage extracts and scans (default: the largest of --sizes)",
+    )
+    p.add_argument(
+        "--query-tables",
+        default=",".join(serving.TABLES),
+        help="tables the query stage scans, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
         "--tune-floor",
         action="store_true",
         help="first sweep the floor's batch size and concurrency and use the fastest",
@@ -400,6 +420,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(ALL_TOOLS)}")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    args.stages = [t.strip() for t in args.stages.split(",") if t.strip()]
+    if not args.stages or set(args.stages) - set(ALL_STAGES):
+        p.error(f"--stages: choose one or more of {', '.join(ALL_STAGES)}")
+    args.query_tables = [t.strip() for t in args.query_tables.split(",") if t.strip()]
+    if not args.query_tables or set(args.query_tables) - set(serving.TABLES):
+        p.error(f"--query-tables: choose one or more of {', '.join(serving.TABLES)}")
+    if args.query_size is not None and args.query_size < 1:
+        p.error("--query-size must be a positive block count")
+    if args.query_size is None:
+        args.query_size = max(args.sizes)
     return args
 
 
@@ -426,6 +456,85 @@ def _tools_for(
     return selected
 
 
+def run_extraction(
+    args: argparse.Namespace, selected: dict[str, tools.Tool], anvil: Anvil, chain: Chain
+) -> list[dict]:
+    """The extract stage: every tool on every size, `--repeat` times, interleaved."""
+    runs: list[dict] = []
+    for size in args.sizes:
+        names = [n for n in selected if n not in args.small_only or size == args.sizes[0]]
+        timeout = args.timeout or 300 + 0.02 * size
+        per_tool: dict[str, list[dict]] = {n: [] for n in names}
+        for rep in range(1, args.repeat + 1):
+            for name in names:
+                tool = selected[name]
+                if tool.unavailable:
+                    continue
+                log(f"{size:,} blocks, {tool.name}, run {rep}/{args.repeat}")
+                run = run_tool(tool, anvil.url, chain, size, rep, timeout)
+                per_tool[name].append(run)
+                if run["status"] == "ok":
+                    log(
+                        f"  {run['wall_seconds']:.1f} s, {run['blocks_per_second']:,.0f} blocks/s, "
+                        f"{run['rows_per_second']:,.0f} rows/s, peak RSS {run['peak_rss_mib']:,.0f} MiB"
+                    )
+                else:
+                    log(f"  failed: {run['error'].splitlines()[0]}")
+        for name in names:
+            tool = selected[name]
+            entry = {
+                "size": size,
+                "tool": tool.name,
+                "range": [chain.first, chain.first + size - 1],
+                "timeout_seconds": timeout,
+                "runs": per_tool[name],
+                "median": report.summarize(per_tool[name]),
+            }
+            if tool.unavailable:
+                entry.update(status="not available", error=tool.unavailable)
+            elif entry["median"]:
+                entry.update(status="ok", error=None)
+            else:
+                entry.update(status="failed", error=per_tool[name][-1]["error"])
+            runs.append(entry)
+        if not args.keep_output:
+            shutil.rmtree(WORK / "out", ignore_errors=True)
+    return runs
+
+
+def run_query(
+    args: argparse.Namespace, anvil: Anvil, chain: Chain, batch_size: int, concurrency: int
+) -> dict:
+    """The query stage on the first `--query-size` blocks; a failure is recorded, not raised."""
+    size = args.query_size
+    manifest_path = WORK / "ampd" / "anvil.json"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_source = tools.write_manifest(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    provider = {"rpc_batch_size": batch_size, "concurrent_request_limit": concurrency}
+    last = chain.first + size - 1
+    try:
+        section = serving.run_stage(
+            work=WORK / "query",
+            node_url=anvil.url,
+            first_block=int(manifest.get("start_block", 0)),
+            last_block=last,
+            tables=args.query_tables,
+            repeat=args.repeat,
+            provider=provider,
+            manifest=manifest,
+            timeout=args.timeout or 300 + 0.02 * size,
+            keep=args.keep_output,
+            measured=_measured,
+            log=log,
+        )
+    except serving.ServeError as exc:
+        log(f"query stage failed: {str(exc).splitlines()[0]}")
+        return {"status": "failed", "error": str(exc), "range": [0, last]}
+    section.update(status="ok", error=None, manifest=manifest_source, chain_blocks=size)
+    return section
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
     raise KeyboardInterrupt
@@ -434,21 +543,30 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.render_doc:
-        return _render_doc(json.loads((RESULTS / "latest.json").read_text()))
+        return _render_doc(None)
     signal.signal(signal.SIGTERM, _interrupt)
     started_at = datetime.now(UTC)
     load_before = os.getloadavg()
     WORK.mkdir(parents=True, exist_ok=True)
-    log(f"benchmark of {', '.join(args.tools)} on {', '.join(f'{s:,}' for s in args.sizes)} blocks")
+    extracting, querying = "extract" in args.stages, "query" in args.stages
+    if extracting:
+        sizes = ", ".join(f"{s:,}" for s in args.sizes)
+        log(f"extract stage: {', '.join(args.tools)} on {sizes} blocks")
+    if querying:
+        log(
+            f"query stage: full scans of {', '.join(args.query_tables)} on {args.query_size:,} blocks"
+        )
 
     floor_batch, floor_conc = args.floor_batch_size, args.floor_concurrency
-    selected = _tools_for(args, floor_batch, floor_conc)
+    selected = _tools_for(args, floor_batch, floor_conc) if extracting else {}
     if "ampd" in selected and selected["ampd"].unavailable:
         log(f"ampd dump: {selected['ampd'].unavailable}")
 
-    plan = ChainPlan(max(args.sizes))
+    needed = (args.sizes if extracting else []) + ([args.query_size] if querying else [])
+    plan = ChainPlan(max(needed))
     chain_info: dict = {}
     runs: list[dict] = []
+    query = None
     tuning = None
     try:
         with chain_node(plan, not args.no_cache, args.rebuild, chain_info) as (anvil, chain):
@@ -463,50 +581,22 @@ def main(argv: list[str] | None = None) -> int:
                     selected["ampd"] = tools.ampd_tool(
                         WORK, floor_batch, floor_conc, tuple(args.ampd_arg)
                     )
-            for size in args.sizes:
-                names = [n for n in selected if n not in args.small_only or size == args.sizes[0]]
-                timeout = args.timeout or 300 + 0.02 * size
-                per_tool: dict[str, list[dict]] = {n: [] for n in names}
-                for rep in range(1, args.repeat + 1):
-                    for name in names:
-                        tool = selected[name]
-                        if tool.unavailable:
-                            continue
-                        log(f"{size:,} blocks, {tool.name}, run {rep}/{args.repeat}")
-                        run = run_tool(tool, anvil.url, chain, size, rep, timeout)
-                        per_tool[name].append(run)
-                        if run["status"] == "ok":
-                            log(
-                                f"  {run['wall_seconds']:.1f} s, {run['blocks_per_second']:,.0f} blocks/s, "
-                                f"{run['rows_per_second']:,.0f} rows/s, peak RSS {run['peak_rss_mib']:,.0f} MiB"
-                            )
-                        else:
-                            log(f"  failed: {run['error'].splitlines()[0]}")
-                for name in names:
-                    tool = selected[name]
-                    entry = {
-                        "size": size,
-                        "tool": tool.name,
-                        "range": [chain.first, chain.first + size - 1],
-                        "timeout_seconds": timeout,
-                        "runs": per_tool[name],
-                        "median": report.summarize(per_tool[name]),
-                    }
-                    if tool.unavailable:
-                        entry.update(status="not available", error=tool.unavailable)
-                    elif entry["median"]:
-                        entry.update(status="ok", error=None)
-                    else:
-                        entry.update(status="failed", error=per_tool[name][-1]["error"])
-                    runs.append(entry)
-                if not args.keep_output:
-                    shutil.rmtree(WORK / "out", ignore_errors=True)
+            if extracting:
+                runs = run_extraction(args, selected, anvil, chain)
+            if querying:
+                query = run_query(
+                    args,
+                    anvil,
+                    chain,
+                    args.ampd_batch_size or floor_batch,
+                    args.ampd_concurrency or floor_conc,
+                )
             chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
     except (AnvilError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: anvil and the running tool were stopped", file=sys.stderr)
+        print("interrupted: anvil, ampd solo and the running tool were stopped", file=sys.stderr)
         return 130
 
     comps = report.comparisons(runs)
@@ -515,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "file": name,
         "started_at": started_at.isoformat(timespec="seconds"),
         "total_seconds": round(time.monotonic() - _STARTED, 1),
+        "stages": args.stages,
         "machine": {**machine(), "load_average_before": load_before},
         "versions": {
             "python": platform.python_version(),
@@ -525,35 +616,73 @@ def main(argv: list[str] | None = None) -> int:
             if "ethereum-etl" in selected
             else None,
             "pyarrow": pyarrow.__version__,
+            "datafusion": _datafusion_version(),
         },
         "chain": chain_info,
         "settings": {
-            "sizes": args.sizes,
+            "sizes": args.sizes if extracting else [],
             "repeat": args.repeat,
             "small_only": args.small_only,
             "timeout_seconds": args.timeout,
             "tools": {t.name: t.settings for t in selected.values()},
             "floor_tuning": tuning,
+            "query_size": args.query_size if querying else None,
+            "query_tables": args.query_tables if querying else [],
         },
         "runs": runs,
         "comparisons": comps,
+        "query": query,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / name).write_text(json.dumps(data, indent=2) + "\n")
     (out_dir / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
     print()
-    report.print_console(runs, comps)
+    if extracting:
+        report.print_console(runs, comps)
+    if query is not None:
+        report.print_query_console(query)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
 
 
-def _render_doc(data: dict) -> int:
-    if not report.update_doc(DOC, report.markdown(data)):
-        print(f"error: {DOC.relative_to(REPO)} has no results markers", file=sys.stderr)
-        return 1
-    log(f"updated the results table in {DOC.relative_to(REPO)}")
+def _datafusion_version() -> str | None:
+    try:
+        import datafusion
+    except ImportError:
+        return None
+    return datafusion.__version__
+
+
+def _newest_with(stage: str) -> dict | None:
+    """The newest recorded results file that holds `stage`'s figures."""
+    for path in sorted(RESULTS.glob("2*.json"), reverse=True):
+        data = json.loads(path.read_text())
+        if stage == "extract" and data.get("runs"):
+            return data
+        if stage == "query" and data.get("query"):
+            return data
+    return None
+
+
+def _render_doc(data: dict | None) -> int:
+    """Rewrite the doc's section of each stage `data` ran (of every stage, from the newest
+    results file holding it, when `data` is None); a stage it skipped keeps its section."""
+    sections = []
+    for stage, render, markers in (
+        ("extract", report.markdown, report.EXTRACT_MARKERS),
+        ("query", report.query_markdown, report.QUERY_MARKERS),
+    ):
+        source = _newest_with(stage) if data is None else data
+        if source is None or stage not in source.get("stages", ["extract"]):
+            continue
+        if not report.update_doc(DOC, render(source), *markers):
+            print(f"error: {DOC.relative_to(REPO)} has no {stage} results markers", file=sys.stderr)
+            return 1
+        sections.append(stage)
+    if sections:
+        log(f"updated the {' and '.join(sections)} results in {DOC.relative_to(REPO)}")
     return 0
 
 

@@ -126,7 +126,7 @@ def ampd_version() -> str | None:
     return done.stdout.strip().split()[-1] if done.returncode == 0 and done.stdout.strip() else None
 
 
-def _write_manifest(path: Path) -> str:
+def write_manifest(path: Path) -> str:
     """The manifest ampd dumps with: `ampctl manifest generate`'s when it works, else minimal."""
     try:
         done = subprocess.run(
@@ -175,7 +175,7 @@ def ampd_tool(
     }
     if unavailable is None:
         config_dir.mkdir(parents=True, exist_ok=True)
-        settings["manifest"] = _write_manifest(manifest)
+        settings["manifest"] = write_manifest(manifest)
     return Tool("ampd dump", command, count_rows, settings, ampd_version(), unavailable=unavailable)
 
 
