@@ -134,7 +134,12 @@ def dump(
         )
         providers = select_providers(load_providers(providers_dir), manifest.kind, manifest.network)
         workers = (os.cpu_count() or 1) if processes is None else processes
-        pool = ProcessPoolSource(providers, workers) if workers > 0 else ProviderPool(providers)
+        if workers > 0:
+            # No thread or event loop exists yet: forking is safe, and workers start at once.
+            pool = ProcessPoolSource(providers, workers, start_method="fork")
+            pool.start()
+        else:
+            pool = ProviderPool(providers)
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")
     except (ProviderConfigError, InvalidCompression, ValueError) as exc:

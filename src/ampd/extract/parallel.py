@@ -111,17 +111,27 @@ class ProcessPoolSource:
         processes: int | None = None,
         *,
         max_attempts: int | None = None,
+        start_method: str = "spawn",
     ) -> None:
         # As written (placeholders kept): each worker substitutes ${VAR} from its environment.
         self.providers = [(p.name, dict(p.raw)) for p in providers]
         self.processes = processes or os.cpu_count() or 1
         self.max_attempts = max_attempts
-        # spawn: the calling process has threads and an event loop, which fork would copy.
+        # spawn by default: a process with threads and an event loop must not fork. A
+        # caller that has neither yet may choose fork, which starts workers in
+        # milliseconds instead of re-importing everything (see `start`).
         self._executor = ProcessPoolExecutor(
             self.processes,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=multiprocessing.get_context(start_method),
             initializer=_init_worker,
         )
+
+    def start(self) -> None:
+        """Start every worker now (blocking); call before any thread or event loop exists
+        when the pool forks."""
+        futures = [self._executor.submit(os.getpid) for _ in range(self.processes * 2)]
+        for future in futures:
+            future.result()
 
     async def chunk(self, numbers: Sequence[int]) -> Chunk:
         loop = asyncio.get_running_loop()
