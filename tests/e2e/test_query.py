@@ -410,3 +410,49 @@ def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
     assert any(m["ranges"] for m in metadata), "new ranges are tagged in app_metadata"
     with cluster.api() as api:
         api.put(f"/jobs/{job_id}/stop")
+
+
+def test_memory_limit_fails_the_query_with_a_clear_error(env: dict) -> None:
+    server, url, _ = env["cluster"].start_server(
+        "small-server", env={"AMP_CONFIG_QUERY_MAX_MEM_MB": "1"}
+    )
+    try:
+        # Sorting every log with its data needs far more than 1 MiB of memory.
+        response = httpx.post(
+            url, content='SELECT * FROM "test/chain".logs ORDER BY data, tx_hash', timeout=120
+        )
+        assert response.status_code == 500, response.text[:300]
+        body = response.json()
+        assert body["error_code"] == "QUERY_FAILED"
+        assert "query_max_mem_mb" in body["error_message"]
+        small = httpx.post(url, content='SELECT count(*) AS n FROM "test/chain".blocks', timeout=60)
+        assert small.status_code == 200, "the server keeps serving"
+    finally:
+        server.stop()
+
+
+def test_service_flags_select_the_endpoints(env: dict) -> None:
+    from support.procs import AMPD, Proc
+
+    cluster = env["cluster"]
+    ports = {"AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0", "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0"}
+    only_jsonl = Proc(
+        [AMPD, "--config", str(cluster.config_path), "server", "--jsonl-server"],
+        cluster.root / "only-jsonl.log",
+        env=ports,
+    )
+    only_flight = Proc(
+        [AMPD, "--config", str(cluster.config_path), "server"],
+        cluster.root / "only-flight.log",
+        env={**ports, "AMP_FLIGHT_SERVER": "true"},
+    )
+    try:
+        only_jsonl.wait_for_log(r"JSON Lines server listening")
+        only_flight.wait_for_log(r"Flight server listening")
+        time.sleep(0.5)
+        assert "Flight server listening" not in only_jsonl.log()
+        assert "JSON Lines server listening" not in only_flight.log()
+    finally:
+        only_jsonl.stop()
+        only_flight.stop()
+    assert only_jsonl.popen.returncode == 0 and only_flight.popen.returncode == 0
