@@ -256,14 +256,3 @@ def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str], orig
         what = "unknown config key" if error["type"] == "extra_forbidden" else "invalid config key"
         lines.append(f"{what} '{key}' = {shown} (from {where}): {_expected(error)}")
     return "; ".join(lines)
-
-
-def compression_spec(value: str) -> tuple[str, int | None]:
-    """`"zstd(3)"` -> `("zstd", 3)`; `"lz4"` -> `("lz4", None)`; `"uncompressed"` -> `("none", None)`."""
-    match = re.match(r"^([a-z0-9]+)(?:\((\d+)\))?$", value)
-    if match is None:  # validated in WriterConfig; a direct caller passed something else
-        raise ConfigError(f"invalid compression {value!r}")
-    name, level = match.group(1), match.group(2)
-    if name == "uncompressed":
-        name = "none"
-    return name, int(level) if level is not None else None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ampd.config import ConfigError, compression_spec, load_config, split_addr
+from ampd.config import ConfigError, load_config, split_addr
 from ampd.logs import parse_level
 
 
@@ -138,8 +138,6 @@ def test_amp_only_sections_are_accepted(tmp_path: Path) -> None:
 
 def test_helpers() -> None:
     assert split_addr("127.0.0.1:1610") == ("127.0.0.1", 1610)
-    assert compression_spec("zstd(3)") == ("zstd", 3)
-    assert compression_spec("uncompressed") == ("none", None)
     assert parse_level("trace") == 5
     with pytest.raises(ValueError, match="AMP_LOG"):
         parse_level("loud")

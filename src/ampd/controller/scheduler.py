@@ -19,7 +19,15 @@ import psycopg
 from ampd.controller.deploy import matches
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb, fetch_all, fetch_one
-from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL, Job, record_event, segment_counts, transition
+from ampd.metadb.jobs import (
+    ACTIVE,
+    JOB_ACTIONS_CHANNEL,
+    Job,
+    JobStore,
+    record_event,
+    segment_counts,
+    transition,
+)
 
 log = get_logger("controller")
 
@@ -117,14 +125,7 @@ class Scheduler:
             log.info("assigned %s", notice)
 
     async def advance_jobs(self) -> None:
-        jobs = [
-            Job.from_row(row)
-            for row in await self.db.fetch_all(
-                "jobs_with_status",
-                {"statuses": ["SCHEDULED", "RUNNING", "STOP_REQUESTED", "STOPPING"]},
-            )
-        ]
-        for job in jobs:
+        for job in await JobStore(self.db).with_status(ACTIVE):
             async with self.db.transaction() as conn:
                 await self._advance(conn, job)
 

@@ -106,9 +106,6 @@ WHERE namespace = %(namespace)s AND name = %(name)s AND manifest_hash = %(manife
 -- get_job --
 SELECT * FROM jobs WHERE id = %(id)s;
 
--- get_job_for_update --
-SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
-
 -- list_jobs --
 SELECT * FROM jobs
 WHERE (%(last_job_id)s::bigint IS NULL OR id < %(last_job_id)s)
@@ -128,9 +125,6 @@ SELECT * FROM jobs WHERE status = ANY(%(statuses)s) ORDER BY priority DESC, id;
 UPDATE jobs SET status = %(status)s, detail = COALESCE(%(detail)s, detail), updated_at = now()
 WHERE id = %(id)s AND status = ANY(%(from)s)
 RETURNING id;
-
--- count_job_retry --
-UPDATE jobs SET retries = retries + 1, updated_at = now() WHERE id = %(id)s RETURNING retries;
 
 -- delete_job --
 DELETE FROM jobs WHERE id = %(id)s AND status = ANY(%(terminal)s);
@@ -155,10 +149,6 @@ RETURNING *;
 
 -- job_segments --
 SELECT * FROM segments WHERE job_id = %(job_id)s ORDER BY start_block;
-
--- get_segment --
-SELECT s.*, j.namespace, j.name, j.manifest_hash, j.status AS job_status
-FROM segments s JOIN jobs j ON j.id = s.job_id WHERE s.id = %(id)s;
 
 -- assignable_segments --
 -- Segments waiting for an owner, most urgent job first; jobs blocked by unfinished

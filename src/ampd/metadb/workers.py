@@ -50,6 +50,3 @@ class WorkerStore:
     async def live(self) -> list[dict[str, Any]]:
         """Live workers with their load (active segments), ordered by node id."""
         return await self.db.fetch_all("live_workers", {"timeout": self.timeout_secs})
-
-    async def mark_stopped(self, node_id: str) -> None:
-        await self.db.execute("mark_worker_stopped", {"node_id": node_id})

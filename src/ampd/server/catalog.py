@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -149,10 +148,3 @@ class Catalog:
                 revisions[dataset] = tables_of(default)
         self._version += 1
         return CatalogSnapshot(revisions, self._version)
-
-
-def describe(snapshot: CatalogSnapshot) -> dict[str, Any]:
-    """A summary for logs: schemas and file counts."""
-    return {
-        name: {t: len(f) for t, f in rev.tables.items()} for name, rev in snapshot.schemas.items()
-    }

@@ -259,21 +259,7 @@ class TableWriter:
         key = self.location.key(f.name)
         size = await self.store.put_file(f.path, key)
         self._file = None
-        r = meta.range
-        return ClosedFile(
-            table=self.table,
-            start_block=r.start,
-            end_block=r.end,
-            prev_hash=r.prev_hash,
-            hash=r.hash,
-            timestamp=r.timestamp,
-            rows=f.rows,
-            bytes=size,
-            key=key,
-            url=self.store.url(key),
-            file_name=f.name,
-            metadata=meta.nozzle_metadata(),
-        )
+        return _closed_file(self.store, key, meta, f.rows, size)
 
     async def abort(self) -> None:
         """Drop the open file and delete its staging file."""
@@ -360,6 +346,12 @@ async def read_closed_file(store: ObjectStore, key: str) -> ClosedFile:
             return read_footer(source)
 
     meta, rows = await asyncio.to_thread(read)
+    return _closed_file(store, key, meta, rows, size)
+
+
+def _closed_file(
+    store: ObjectStore, key: str, meta: FileMetadata, rows: int, size: int
+) -> ClosedFile:
     r = meta.range
     return ClosedFile(
         table=meta.table,
