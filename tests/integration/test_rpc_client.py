@@ -158,14 +158,18 @@ async def test_receipts_per_tx_gives_same_receipts(
     assert proxy.calls["eth_getBlockReceipts"] == 0
 
 
-async def test_blocks_without_transactions_need_no_receipts(
+async def test_blocks_and_receipts_come_in_one_round_trip(
     proxy: FaultProxy, chain: ChainInfo, truth: dict[int, RawBlock]
 ) -> None:
-    async with EvmRpcClient(provider(proxy.url)) as client:
-        got = await client.fetch_blocks(chain.empty_blocks)
-    assert_same_blocks(got, truth, chain.empty_blocks)
-    assert all(b.receipts == [] for b in got)
-    assert proxy.calls["eth_getBlockReceipts"] == 0
+    numbers = chain.numbers
+    async with EvmRpcClient(provider(proxy.url, rpc_batch_size=2 * len(numbers))) as client:
+        got = await client.fetch_blocks(numbers)
+    assert_same_blocks(got, truth, numbers)
+    assert all(got[numbers.index(n)].receipts == [] for n in chain.empty_blocks)
+    # One request for the head, then one batch holding every block beside its receipts.
+    assert proxy.requests == 2
+    assert proxy.calls["eth_getBlockByNumber"] == len(numbers) + 1
+    assert proxy.calls["eth_getBlockReceipts"] == len(numbers)
 
 
 async def test_block_above_head_is_not_found(anvil: Anvil) -> None:

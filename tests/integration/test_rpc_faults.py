@@ -76,7 +76,7 @@ FAULTS = [
     Fault("truncated", method="eth_getBlockReceipts", first=1),
     Fault("null_block", method="eth_getBlockByNumber", first=2),
     Fault("receipts_mismatch", method="eth_getBlockReceipts", first=2),
-    Fault("http_503", every=3),
+    Fault("http_503", every=2),
 ]
 
 

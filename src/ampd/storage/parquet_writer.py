@@ -309,7 +309,10 @@ class TableWriter:
                     raise ValueError(
                         f"{self.table}: block {block.number} does not follow block {previous.number}"
                     )
-                if _hex(block.parent_hash) != _hex(previous.hash):
+                # Same text is the common case; else compare normalised (case, bytes or str).
+                if block.parent_hash != previous.hash and _hex(block.parent_hash) != _hex(
+                    previous.hash
+                ):
                     raise ValueError(
                         f"{self.table}: block {block.number}'s parent hash {block.parent_hash} "
                         f"is not block {previous.number}'s hash {previous.hash}"

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ampd.providers.evm_rpc import hexdecode
 from ampd.providers.evm_rpc.schema import WEI
 
 _NS = 1_000_000_000
@@ -76,14 +77,21 @@ def fixed32(value: str) -> bytes:
     return fixed(value, 32)
 
 
+def hex_bytes(value: str) -> bytes:
+    """0x hex -> bytes; ValueError without the prefix or for a non-hex digit."""
+    if value[:2] != "0x":
+        raise ValueError("expected 0x-prefixed hex")
+    return _fromhex(value[2:])
+
+
 def opt_bytes(value: str | None) -> bytes | None:
     """0x hex -> bytes; None stays None."""
-    return None if value is None else _fromhex(value[2:])
+    return None if value is None else hex_bytes(value)
 
 
 def fixed(value: str, width: int) -> bytes:
     """0x hex of exactly `width` bytes -> bytes; ValueError otherwise."""
-    raw = _fromhex(value[2:])
+    raw = hex_bytes(value)
     if len(raw) != width:
         raise ValueError(f"expected {width} bytes, got {len(raw)}")
     return raw
@@ -92,6 +100,8 @@ def fixed(value: str, width: int) -> bytes:
 def quantity32(value: str) -> bytes:
     """A hex quantity of at most 32 bytes -> 32 big-endian bytes; ValueError otherwise."""
     # r and s are quantities: the node drops leading zeros, so pad back to 32 bytes.
+    if value[:2] != "0x":
+        raise ValueError("expected 0x-prefixed hex")
     raw = _fromhex(value[2:].zfill(64))
     if len(raw) != 32:
         raise ValueError(f"expected at most 32 bytes, got {len(raw)}")
@@ -132,48 +142,83 @@ class Columns:
         except CONVERSION_ERRORS:
             raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
 
-    def uint64(self, column: str, rows: list[dict], key: str, nullable: bool = False) -> pa.Array:
-        if not nullable:
-            return self.array(column, self.ints(column, rows, key), pa.uint64())
+    def raw(self, column: str, rows: list[dict], key: str, nullable: bool = False) -> list:
+        """The JSON values of `key`, row by row (None where absent when nullable)."""
+        if nullable:
+            return [row.get(key) for row in rows]
         try:
-            ints = [None if (v := row.get(key)) is None else int(v, 16) for row in rows]
-        except CONVERSION_ERRORS:
-            raise self._locate(column, rows, lambda row: int(row[key], 16), key) from None
-        return self.array(column, ints, pa.uint64())
+            return [row[key] for row in rows]
+        except (KeyError, TypeError):
+            raise self._locate(column, rows, lambda row: row[key], key) from None
+
+    def uint64(self, column: str, rows: list[dict], key: str, nullable: bool = False) -> pa.Array:
+        return self.quantities(column, self.raw(column, rows, key, nullable), nullable)
+
+    def quantities(self, column: str, raw: list[str | None], nullable: bool = False) -> pa.Array:
+        """Hex quantities -> UInt64."""
+        fast = hexdecode.uint64(raw, nullable)
+        if fast is not None:
+            return fast
+        return self.array(column, self._ints_one_by_one(column, raw, nullable), pa.uint64())
+
+    def uint32(self, column: str, rows: list[dict], key: str) -> pa.Array:
+        fast = hexdecode.uint64(self.raw(column, rows, key))
+        if fast is not None and (not len(fast) or pc.max(fast).as_py() <= 0xFFFFFFFF):
+            return fast.cast(pa.uint32())
+        return self.array(column, self.ints(column, rows, key), pa.uint32())
 
     def wei(self, column: str, raw: list[str | None], nullable: bool = False) -> pa.Array:
+        fast = hexdecode.decimal128(raw, nullable)
+        if fast is not None:
+            return fast
+        return self.array(column, self._ints_one_by_one(column, raw, nullable), WEI)
+
+    def _ints_one_by_one(self, column: str, raw: list[str | None], nullable: bool) -> list:
         if nullable:
-            ints = self.values(column, raw, lambda v: None if v is None else int(v, 16))
-        else:
-            ints = self.values(column, raw, hex_int)
-        return self.array(column, ints, WEI)
+            return self.values(column, raw, lambda v: None if v is None else int(v, 16))
+        return self.values(column, raw, hex_int)
+
+    def amounts(self, column: str, raw: list[str]) -> pa.Array:
+        """Hex quantities as decimal strings (any size)."""
+        fast = hexdecode.decimal128(raw)
+        if fast is not None:
+            return fast.cast(pa.utf8())
+        return self.array(column, self.values(column, raw, amount), pa.utf8())
 
     def fixed(
         self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
     ) -> pa.Array:
-        return self.array(
-            column, self.fixed_values(column, rows, key, width, nullable), pa.binary(width)
-        )
+        return self.fixed_hex(column, self.raw(column, rows, key, nullable), width, nullable)
 
-    def fixed_values(
-        self, column: str, rows: list[dict], key: str, width: int, nullable: bool = False
-    ) -> list:
+    def fixed_hex(
+        self, column: str, raw: list[str | None], width: int, nullable: bool = False
+    ) -> pa.Array:
+        """0x hex values of exactly `width` bytes (None allowed when nullable)."""
+        fast = hexdecode.fixed_binary(raw, width, nullable)
+        if fast is not None:
+            return fast
+        # A bad value, or a rare form the fast path does not take: decode one by one.
+        if nullable:
+            check = lambda v: v is None or fixed(v, width)  # noqa: E731
+        else:
+            check = lambda v: fixed(v, width)  # noqa: E731
         try:
             if nullable:
-                return [None if (v := row.get(key)) is None else _fromhex(v[2:]) for row in rows]
-            return [_fromhex(row[key][2:]) for row in rows]
-        except CONVERSION_ERRORS:
-            if nullable:
-                check = lambda row: row.get(key) is None or fixed(row[key], width)  # noqa: E731
+                values = [None if v is None else fixed(v, width) for v in raw]
             else:
-                check = lambda row: fixed(row[key], width)  # noqa: E731
-            raise self._locate(column, rows, check, key) from None
+                values = [fixed(v, width) for v in raw]
+        except CONVERSION_ERRORS:
+            raise self._locate(column, raw, check) from None
+        return self.array(column, values, pa.binary(width))
 
     def binary(self, column: str, rows: list[dict], key: str) -> pa.Array:
+        fast = hexdecode.binary(self.raw(column, rows, key))
+        if fast is not None:
+            return fast
         try:
-            values = [_fromhex(row[key][2:]) for row in rows]
+            values = [hex_bytes(row[key]) for row in rows]
         except CONVERSION_ERRORS:
-            raise self._locate(column, rows, lambda row: _fromhex(row[key][2:]), key) from None
+            raise self._locate(column, rows, lambda row: hex_bytes(row[key]), key) from None
         return self.array(column, values, pa.binary())
 
     def _locate(

@@ -19,11 +19,7 @@ from ampd.providers.evm_rpc.columns import (
     MAX_U64,
     Columns,
     ConversionError,
-    amount,
     fixed,
-    fixed32,
-    hex_int,
-    opt_bytes,
     quantity32,
     seconds_to_ns,
     u64,
@@ -140,8 +136,8 @@ def _blocks_batch(col: "Columns", blocks: list[dict], shared: _Shared) -> pa.Rec
         col.uint64("gas_limit", blocks, "gasLimit"),
         col.uint64("gas_used", blocks, "gasUsed"),
         col.binary("extra_data", blocks, "extraData"),
-        col.array("mix_hash", col.values("mix_hash", mix_hashes, fixed32), pa.binary(32)),
-        col.array("nonce", col.values("nonce", nonces, hex_int), pa.uint64()),
+        col.fixed_hex("mix_hash", mix_hashes, 32),
+        col.quantities("nonce", nonces),
         col.wei("base_fee_per_gas", [b.get("baseFeePerGas") for b in blocks], nullable=True),
         col.fixed("withdrawals_root", blocks, "withdrawalsRoot", 32, nullable=True),
         col.uint64("blob_gas_used", blocks, "blobGasUsed", nullable=True),
@@ -194,7 +190,7 @@ def _transactions_batch(
         col.uint64("nonce", txs, "nonce"),
         col.array("gas_price", d.gas_price, WEI),
         col.uint64("gas_limit", txs, "gas"),
-        col.array("value", col.values("value", [t.get("value") for t in txs], amount), pa.utf8()),
+        col.amounts("value", [t.get("value") for t in txs]),
         col.binary("input", txs, "input"),
         col.array("r", d.r, pa.binary(32)),
         col.array("s", d.s, pa.binary(32)),
@@ -258,14 +254,10 @@ def _logs_batch(
         timestamps,
         col.fixed("tx_hash", tx_hashes, "hash", 32),
         pa.array(tx_index, pa.uint32()),
-        col.array("log_index", col.ints("log_index", logs, "logIndex"), pa.uint32()),
+        col.uint32("log_index", logs, "logIndex"),
         col.fixed("address", logs, "address", 20),
         *(
-            col.array(
-                f"topic{n}",
-                col.values(f"topic{n}", [t[n] if len(t) > n else None for t in topics], opt_bytes),
-                pa.binary(32),
-            )
+            col.fixed_hex(f"topic{n}", [t[n] if len(t) > n else None for t in topics], 32, True)
             for n in range(4)
         ),
         col.binary("data", logs, "data"),
