@@ -8,12 +8,15 @@ Built column by column for speed (see `columns.py`); the rules that depend on th
 transaction type run once per transaction in `_derive`.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ampd.providers.evm_rpc import hexdecode
 from ampd.providers.evm_rpc.columns import (
     CONVERSION_ERRORS,
     MAX_U64,
@@ -78,10 +81,12 @@ def convert(raw_blocks: Iterable[Any]) -> dict[str, pa.RecordBatch]:
         ),
         hashes=col.fixed("hash", blocks, "hash", 32),
     )
+    flat = _flatten(blocks, receipt_lists, numbers)
+    transactions = _transactions_batch(flat, numbers, shared)
     return {
         "blocks": _blocks_batch(col, blocks, shared),
-        "transactions": _transactions_batch(blocks, receipt_lists, numbers, shared),
-        "logs": _logs_batch(blocks, receipt_lists, numbers, shared),
+        "transactions": transactions,
+        "logs": _logs_batch(flat, transactions.column("tx_hash"), numbers, shared),
     }
 
 
@@ -110,7 +115,7 @@ class _Shared:
     timestamps: pa.Array
     hashes: pa.Array
 
-    def take(self, row_block: list[int]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    def take(self, row_block: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
         indices = pa.array(row_block, pa.int64())
         return self.numbers.take(indices), self.timestamps.take(indices), self.hashes.take(indices)
 
@@ -148,13 +153,30 @@ def _blocks_batch(col: "Columns", blocks: list[dict], shared: _Shared) -> pa.Rec
     return pa.RecordBatch.from_arrays(arrays, schema=BLOCKS_SCHEMA)
 
 
-def _transactions_batch(
-    blocks: list[dict], receipt_lists: list[list], numbers: list[int], shared: _Shared
-) -> pa.RecordBatch:
+class _RowNumbers:
+    """The block number of each row, looked up only when an error names one."""
+
+    def __init__(self, numbers: list[int], row_block: np.ndarray) -> None:
+        self.numbers, self.row_block = numbers, row_block
+
+    def __getitem__(self, row: int) -> int:
+        return self.numbers[int(self.row_block[row])]
+
+
+@dataclass(frozen=True)
+class _Transactions:
+    """Every transaction of the chunk with its receipt, flattened, and where each one sits."""
+
+    txs: list[dict]
+    receipts: list[dict]
+    row_block: np.ndarray  # index into the chunk's blocks
+    positions: np.ndarray  # index within its block
+
+
+def _flatten(blocks: list[dict], receipt_lists: list[list], numbers: list[int]) -> _Transactions:
     txs: list[dict] = []
     receipts: list[dict] = []
-    row_block: list[int] = []  # index into `blocks` of each row
-    positions: list[int] = []
+    counts: list[int] = []
     for i, (block, block_receipts) in enumerate(zip(blocks, receipt_lists, strict=True)):
         block_txs = block.get("transactions") or _EMPTY
         n = len(block_txs)
@@ -172,134 +194,143 @@ def _transactions_batch(
             )
         txs.extend(block_txs)
         receipts.extend(block_receipts)
-        row_block.extend([i] * n)
-        positions.extend(range(n))
+        counts.append(n)
+    row_block, positions = _rows_of(counts)
+    return _Transactions(txs, receipts, row_block, positions)
 
-    row_numbers = [numbers[i] for i in row_block]
-    col = Columns("transactions", row_numbers)
+
+def _rows_of(counts: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For parents with `counts` children each: each child's parent, and its index within it."""
+    counts = np.asarray(counts, np.int64)
+    parent = np.repeat(np.arange(len(counts)), counts)
+    firsts = np.cumsum(counts) - counts
+    return parent, np.arange(len(parent)) - firsts[parent]
+
+
+def _transactions_batch(t: _Transactions, numbers: list[int], shared: _Shared) -> pa.RecordBatch:
+    txs, receipts = t.txs, t.receipts
+    col = Columns("transactions", _RowNumbers(numbers, t.row_block))
     d = _derive_all(col, txs)
-    block_num, timestamps, block_hashes = shared.take(row_block)
+    block_num, timestamps, block_hashes = shared.take(t.row_block)
     arrays = [
         block_num,
         block_hashes,
         block_num,
         timestamps,
-        pa.array(positions, pa.uint32()),
+        pa.array(t.positions, pa.uint32()),
         col.fixed("tx_hash", txs, "hash", 32),
         col.fixed("to", txs, "to", 20, nullable=True),
         col.uint64("nonce", txs, "nonce"),
-        col.array("gas_price", d.gas_price, WEI),
+        d.gas_price,
         col.uint64("gas_limit", txs, "gas"),
         col.amounts("value", [t.get("value") for t in txs]),
         col.binary("input", txs, "input"),
-        col.array("r", d.r, pa.binary(32)),
-        col.array("s", d.s, pa.binary(32)),
-        pa.array(d.v_parity, pa.bool_()),
-        col.array("chain_id", d.chain_id, pa.uint64()),
+        d.r,
+        d.s,
+        d.v_parity,
+        d.chain_id,
         col.uint64("gas_used", receipts, "cumulativeGasUsed"),
-        pa.array(d.type, pa.int32()),
-        col.array("max_fee_per_gas", d.max_fee, WEI),
-        col.array("max_priority_fee_per_gas", d.max_priority_fee, WEI),
-        col.array("max_fee_per_blob_gas", d.max_blob_fee, WEI),
+        d.type,
+        d.max_fee,
+        d.max_priority_fee,
+        d.max_blob_fee,
         col.fixed("from", txs, "from", 20),
         col.array("status", col.values("status", receipts, _status), pa.bool_()),
         col.fixed("state_root", receipts, "root", 32, nullable=True),
-        col.array("access_list", d.access_list, TRANSACTIONS_SCHEMA.field("access_list").type),
-        col.array(
-            "blob_versioned_hashes",
-            d.blob_hashes,
-            TRANSACTIONS_SCHEMA.field("blob_versioned_hashes").type,
-        ),
-        col.array(
-            "authorization_list",
-            d.authorizations,
-            TRANSACTIONS_SCHEMA.field("authorization_list").type,
-        ),
+        d.access_list,
+        d.blob_hashes,
+        d.authorizations,
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=TRANSACTIONS_SCHEMA)
 
 
 def _logs_batch(
-    blocks: list[dict], receipt_lists: list[list], numbers: list[int], shared: _Shared
+    t: _Transactions, tx_hashes: pa.Array, numbers: list[int], shared: _Shared
 ) -> pa.RecordBatch:
-    logs: list[dict] = []
-    row_block: list[int] = []
-    tx_index: list[int] = []
-    tx_hashes: list = []
-    for i, (block, block_receipts) in enumerate(zip(blocks, receipt_lists, strict=True)):
-        block_txs = block.get("transactions") or _EMPTY
-        for position, receipt in enumerate(block_receipts):
-            receipt_logs = receipt.get("logs")
-            if not receipt_logs:
-                continue
-            n = len(receipt_logs)
-            logs.extend(receipt_logs)
-            row_block.extend([i] * n)
-            tx_index.extend([position] * n)
-            tx_hashes.extend([block_txs[position]] * n)
-
-    row_numbers = [numbers[i] for i in row_block]
-    col = Columns("logs", row_numbers)
-    topics = [log.get("topics") or _EMPTY for log in logs]
-    too_many = next((i for i, t in enumerate(topics) if len(t) > 4), None)
-    if too_many is not None:
-        raise ConversionError(
-            row_numbers[too_many], "logs", "topic3", topics[too_many], "more than 4 topics"
-        )
+    per_tx = [receipt.get("logs") or _EMPTY for receipt in t.receipts]
+    logs = [log for tx_logs in per_tx for log in tx_logs]
+    log_tx, _ = _rows_of(np.fromiter(map(len, per_tx), np.int64, len(per_tx)))
+    row_block = t.row_block[log_tx]
+    col = Columns("logs", _RowNumbers(numbers, row_block))
     block_num, timestamps, block_hashes = shared.take(row_block)
     arrays = [
         block_num,
         block_hashes,
         block_num,
         timestamps,
-        col.fixed("tx_hash", tx_hashes, "hash", 32),
-        pa.array(tx_index, pa.uint32()),
+        tx_hashes.take(pa.array(log_tx)),
+        pa.array(t.positions[log_tx], pa.uint32()),
         col.uint32("log_index", logs, "logIndex"),
         col.fixed("address", logs, "address", 20),
-        *(
-            col.fixed_hex(f"topic{n}", [t[n] if len(t) > n else None for t in topics], 32, True)
-            for n in range(4)
-        ),
+        *_topics(col, logs),
         col.binary("data", logs, "data"),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=LOGS_SCHEMA)
 
 
+def _topics(col: Columns, logs: list[dict]) -> list[pa.Array]:
+    """The four topic columns: all topics decoded at once, then spread by position."""
+    topics = [log.get("topics") or _EMPTY for log in logs]
+    counts = np.fromiter(map(len, topics), np.int64, len(topics))
+    if len(topics) and counts.max() > 4:
+        row = int(np.argmax(counts > 4))
+        raise ConversionError(
+            col.row_numbers[row], "logs", "topic3", topics[row], "more than 4 topics"
+        )
+    flat = hexdecode.fixed_binary([topic for each in topics for topic in each], 32)
+    if flat is None:  # a bad topic: column by column, to name it
+        return [
+            col.fixed_hex(f"topic{n}", [t[n] if len(t) > n else None for t in topics], 32, True)
+            for n in range(4)
+        ]
+    firsts = np.cumsum(counts) - counts
+    return [flat.take(pa.array(firsts + n, mask=counts <= n)) for n in range(4)]
+
+
 # -- per-transaction rules that depend on the transaction type ------------------------------
 
 
-_DERIVED = (
-    "type",
-    "gas_price",
-    "max_fee",
-    "max_priority_fee",
-    "max_blob_fee",
-    "r",
-    "s",
-    "v_parity",
-    "chain_id",
-    "access_list",
-    "blob_hashes",
-    "authorizations",
-)
+# Columns of the transactions table whose value depends on the transaction type, and their
+# Arrow types.
+_DERIVED = {
+    "type": pa.int32(),
+    "gas_price": WEI,
+    "max_fee": WEI,
+    "max_priority_fee": WEI,
+    "max_blob_fee": WEI,
+    "r": pa.binary(32),
+    "s": pa.binary(32),
+    "v_parity": pa.bool_(),
+    "chain_id": pa.uint64(),
+    "access_list": TRANSACTIONS_SCHEMA.field("access_list").type,
+    "blob_hashes": TRANSACTIONS_SCHEMA.field("blob_versioned_hashes").type,
+    "authorizations": TRANSACTIONS_SCHEMA.field("authorization_list").type,
+}
+_COLUMN_NAMES = {
+    "max_fee": "max_fee_per_gas",
+    "max_priority_fee": "max_priority_fee_per_gas",
+    "max_blob_fee": "max_fee_per_blob_gas",
+    "blob_hashes": "blob_versioned_hashes",
+    "authorizations": "authorization_list",
+}
 
 
 @dataclass
 class _Derived:
     """Columns of the transactions table whose value depends on the transaction type."""
 
-    type: Sequence[int]
-    gas_price: Sequence[int | None]
-    max_fee: Sequence[int | None]
-    max_priority_fee: Sequence[int | None]
-    max_blob_fee: Sequence[int | None]
-    r: Sequence[bytes]
-    s: Sequence[bytes]
-    v_parity: Sequence[bool]
-    chain_id: Sequence[int | None]
-    access_list: Sequence[list | None]
-    blob_hashes: Sequence[list | None]
-    authorizations: Sequence[list | None]
+    type: pa.Array
+    gas_price: pa.Array
+    max_fee: pa.Array
+    max_priority_fee: pa.Array
+    max_blob_fee: pa.Array
+    r: pa.Array
+    s: pa.Array
+    v_parity: pa.Array
+    chain_id: pa.Array
+    access_list: pa.Array
+    blob_hashes: pa.Array
+    authorizations: pa.Array
 
 
 class _FieldError(Exception):
@@ -309,6 +340,10 @@ class _FieldError(Exception):
 
 
 def _derive_all(col: "Columns", txs: list[dict]) -> _Derived:
+    fast = _derive_columns(txs)
+    if fast is not None:
+        return fast
+    # An unknown type, or a value to name in an error: transaction by transaction.
     try:
         rows = [_derive(tx) for tx in txs]
     except _FieldError:
@@ -320,9 +355,93 @@ def _derive_all(col: "Columns", txs: list[dict]) -> _Derived:
                     col.row_numbers[i], "transactions", exc.column, exc.value, exc.reason
                 ) from None
         raise
-    if not rows:
-        return _Derived(*([] for _ in _DERIVED))
-    return _Derived(*zip(*rows, strict=True))
+    columns = zip(*rows, strict=True) if rows else ([] for _ in _DERIVED)
+    return _Derived(
+        *(
+            col.array(_COLUMN_NAMES.get(name, name), values, type_)
+            for (name, type_), values in zip(_DERIVED.items(), columns, strict=True)
+        )
+    )
+
+
+def _derive_columns(txs: list[dict]) -> _Derived | None:
+    """`_derive` for a whole column at once, when every type is known (0 to 4) and every
+    value is well formed; None otherwise."""
+    types = hexdecode.uint64([tx.get("type") for tx in txs], nullable=True)
+    if types is None:
+        return None
+    t = types.fill_null(0).to_numpy()  # no type: legacy
+    if len(t) and t.max() > 4:
+        return None
+    fees = [
+        hexdecode.decimal128([tx.get(key) for tx in txs], nullable=True)
+        for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "maxFeePerBlobGas")
+    ]
+    r = hexdecode.quantity_bytes([tx.get("r") for tx in txs], 32)
+    s = hexdecode.quantity_bytes([tx.get("s") for tx in txs], 32)
+    ints = [
+        hexdecode.uint64([tx.get(key) for tx in txs], nullable=True)
+        for key in ("v", "yParity", "chainId")
+    ]
+    if r is None or s is None or any(a is None for a in (*fees, *ints)):
+        return None
+    gas_price, max_fee, priority_fee, blob_fee = fees
+    gas_priced, dynamic, blob = t < 2, t >= 2, t == 3
+    missing = lambda array, rows: bool((array.is_null().to_numpy(False) & rows).any())  # noqa: E731
+    if (
+        missing(gas_price, gas_priced)
+        or missing(max_fee, dynamic)
+        or missing(priority_fee, dynamic)
+        or missing(blob_fee, blob)
+    ):
+        return None
+    v, y_parity, chain = ints
+    v_n = v.fill_null(0).to_numpy()
+    legacy, typed = t == 0, t >= 1
+    # Typed transactions carry yParity (older nodes only v, which then is the parity).
+    parity_source = pc.coalesce(y_parity, v)
+    if missing(v, legacy) or missing(parity_source, typed) or missing(chain, typed):
+        return None
+    eip155 = legacy & (v_n >= 35)  # v = chain_id * 2 + 35 + parity
+    parity = np.where(
+        typed,
+        parity_source.fill_null(0).to_numpy() == 1,
+        np.where(eip155, (v_n - 35) % 2 == 1, (v_n == 1) | (v_n == 28)),
+    )
+    chain_n = np.where(
+        chain.is_null().to_numpy(False), (v_n - 35) // 2, chain.fill_null(0).to_numpy()
+    )
+    try:
+        lists = [_type_lists(tx, tt) for tx, tt in zip(txs, t.tolist(), strict=True)]
+    except CONVERSION_ERRORS:
+        return None
+    access, hashes, auths = zip(*lists, strict=True) if lists else ([], [], [])
+    null_wei = pa.nulls(len(t), WEI)
+    return _Derived(
+        type=pa.array(t.astype(np.int32)),
+        gas_price=pc.if_else(gas_priced, gas_price, null_wei),
+        max_fee=pc.if_else(gas_priced, gas_price, max_fee),
+        max_priority_fee=pc.if_else(gas_priced, null_wei, priority_fee),
+        max_blob_fee=pc.if_else(blob, blob_fee, null_wei),
+        r=r,
+        s=s,
+        v_parity=pa.array(parity, pa.bool_()),
+        chain_id=pa.array(chain_n, pa.uint64(), mask=legacy & ~eip155),
+        access_list=pa.array(access, _DERIVED["access_list"]),
+        blob_hashes=pa.array(hashes, _DERIVED["blob_hashes"]),
+        authorizations=pa.array(auths, _DERIVED["authorizations"]),
+    )
+
+
+def _type_lists(tx: dict, t: int) -> tuple[list | None, list | None, list | None]:
+    """Access list, blob hashes and authorizations of one transaction of known type `t`."""
+    access = None
+    if t:
+        value = tx.get("accessList")
+        access = _access_list(value) if value else _EMPTY
+    hashes = [fixed(h, 32) for h in tx.get("blobVersionedHashes") or _EMPTY] if t == 3 else None
+    auths = [_authorization(a) for a in tx.get("authorizationList") or _EMPTY] if t == 4 else None
+    return access, hashes, auths
 
 
 def _derive(tx: dict) -> tuple:

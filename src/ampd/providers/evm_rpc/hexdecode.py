@@ -37,8 +37,11 @@ class _Present:
         self.valid: np.ndarray | None = None  # bool per row; None when no row is null
         self.values = values
         if nullable and None in values:
-            self.valid = np.fromiter((v is not None for v in values), bool, self.size)
-            self.values = [v for v in values if v is not None]
+            if values.count(None) == self.size:
+                self.valid, self.values = np.zeros(self.size, bool), []
+            else:
+                self.valid = np.fromiter((v is not None for v in values), bool, self.size)
+                self.values = [v for v in values if v is not None]
 
     def validity(self) -> pa.Buffer | None:
         if self.valid is None:
