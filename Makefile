@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: setup test test-unit test-integration test-e2e demo bench lint clean
 
 setup: $(STAMP) $(ANVIL)
+	@$(PY) -m compileall -q src  # cached bytecode: commands start without compiling ampd
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

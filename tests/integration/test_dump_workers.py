@@ -1,0 +1,111 @@
+"""`ampd dump`'s worker processes: they share the provider's limits, pipeline their
+fetches, give the same batches as in-process conversion, and fail or stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ampd.extract.parallel import ProcessPoolSource, WorkerProcessError, share_limits
+from ampd.providers.config import ProviderConfig, parse_provider
+from ampd.providers.evm_rpc import EvmRpcClient
+from ampd.providers.evm_rpc.convert import convert
+from support.anvil import Anvil
+from support.chain import ChainInfo, build_varied_chain
+from support.faultproxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[tuple[Anvil, ChainInfo]]:
+    with Anvil() as anvil:
+        yield anvil, build_varied_chain(anvil)
+
+
+@pytest.fixture
+def proxy(node: tuple[Anvil, ChainInfo]) -> Iterator[FaultProxy]:
+    with FaultProxy(node[0].url) as p:
+        yield p
+
+
+def provider(url: str, **keys: Any) -> ProviderConfig:
+    return parse_provider("local", {"kind": "evm-rpc", "network": "anvil", "url": url, **keys})
+
+
+def chunks_of(numbers: list[int], size: int) -> list[list[int]]:
+    return [numbers[i : i + size] for i in range(0, len(numbers), size)]
+
+
+def test_limits_are_divided_among_the_workers() -> None:
+    config = provider("http://127.0.0.1:1", concurrent_request_limit=10, rate_limit_per_minute=7)
+    assert ProcessPoolSource([config], 3).processes == 3
+    (shared,) = share_limits([config], 3)
+    assert shared["concurrent_request_limit"] == 3  # 3 workers x 3 <= 10
+    assert shared["rate_limit_per_minute"] == 2
+    assert shared["url"] == "http://127.0.0.1:1"
+    # Never more workers than requests allowed in flight: each needs one.
+    tight = provider("http://127.0.0.1:1", concurrent_request_limit=2)
+    assert ProcessPoolSource([tight], 8).processes == 2
+    assert share_limits([tight], 2)[0]["concurrent_request_limit"] == 1
+
+
+async def test_workers_stay_within_the_limit_and_match_in_process_conversion(
+    node: tuple[Anvil, ChainInfo], proxy: FaultProxy
+) -> None:
+    _, chain = node
+    # Every request held 0.3 s, so that whatever may overlap does.
+    proxy.set_faults(Fault("delay", every=1, delay=0.3))
+    config = provider(proxy.url, concurrent_request_limit=2, rpc_batch_size=4)
+    chunks = chunks_of(chain.numbers, 3)
+    async with ProcessPoolSource([config], 4) as pool:
+        assert pool.processes == 2
+        got = await asyncio.gather(*(pool.chunk(c) for c in chunks))
+    assert 1 <= proxy.max_in_flight <= 2
+    async with EvmRpcClient(provider(node[0].url)) as client:
+        for numbers, chunk in zip(chunks, got, strict=True):
+            want = convert(await client.fetch_blocks(numbers))
+            assert [h.number for h in chunk.headers] == numbers
+            for table, batch in want.items():
+                assert chunk.batches[table].equals(batch), (table, numbers)
+
+
+async def test_a_killed_worker_fails_its_chunks_with_a_clear_error(
+    node: tuple[Anvil, ChainInfo],
+) -> None:
+    _, chain = node
+    async with ProcessPoolSource([provider(node[0].url)], 2) as pool:
+        pool.start()
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(pool.chunk(c) for c in chunks_of(chain.numbers, 2)[:4]), return_exceptions=True
+            ),
+            timeout=60,
+        )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors and all(isinstance(e, WorkerProcessError) for e in errors)
+    assert f"dump worker process {victim} exited (code -9)" in str(errors[0])
+    assert len(errors) < len(results)  # the other worker's chunks came back
+
+
+async def test_closing_with_chunks_in_hand_stops_every_worker_cleanly(
+    node: tuple[Anvil, ChainInfo], proxy: FaultProxy
+) -> None:
+    _, chain = node
+    proxy.set_faults(Fault("delay", every=1, delay=20))
+    pool = ProcessPoolSource([provider(proxy.url)], 2)
+    tasks = [asyncio.ensure_future(pool.chunk(c)) for c in chunks_of(chain.numbers, 2)[:4]]
+    while proxy.requests < 2:  # both workers are waiting on the node
+        await asyncio.sleep(0.05)
+    await pool.aclose()
+    # Each worker exited by itself on the shutdown message (a killed one reports -9).
+    assert pool.exit_codes == [0, 0]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, WorkerProcessError) for r in results)
