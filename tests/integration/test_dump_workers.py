@@ -4,9 +4,14 @@ fetches, give the same batches as in-process conversion, and fail or stop cleanl
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +20,10 @@ from ampd.extract.parallel import ProcessPoolSource, WorkerProcessError, share_l
 from ampd.providers.config import ProviderConfig, parse_provider
 from ampd.providers.evm_rpc import EvmRpcClient
 from ampd.providers.evm_rpc.convert import convert
+from ampd.providers.evm_rpc.schema import TABLES
 from support.anvil import Anvil
 from support.chain import ChainInfo, build_varied_chain
+from support.dumps import dump_command, read_table, write_inputs
 from support.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,3 +116,93 @@ async def test_closing_with_chunks_in_hand_stops_every_worker_cleanly(
     assert pool.exit_codes == [0, 0]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, WorkerProcessError) for r in results)
+
+
+# -- `ampd dump` as a process: signals -----------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and _state(p) != "Z" for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
+
+
+@pytest.fixture(scope="module")
+def long_chain(node: tuple[Anvil, ChainInfo]) -> int:
+    """The last block once 400 empty blocks are added: a dump long enough to interrupt."""
+    anvil, _ = node
+    anvil.mine(400)
+    return anvil.block_number()
+
+
+def _start_dump(tmp_path: Path, url: str, end: int) -> subprocess.Popen[str]:
+    inputs = write_inputs(tmp_path, url, concurrent_request_limit=2)
+    command = dump_command(inputs, tmp_path / "data", 0, end, "--chunk-blocks", "10")
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def test_ctrl_c_stops_dump_gracefully_keeping_what_it_wrote(
+    node: tuple[Anvil, ChainInfo], long_chain: int, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    proxy.set_faults(Fault("delay", every=1, delay=0.2))  # slow enough to be interrupted
+    dump = _start_dump(tmp_path, proxy.url, long_chain)
+    try:
+        while proxy.requests < 8:
+            assert dump.poll() is None, dump.stderr.read() if dump.stderr else ""
+            time.sleep(0.05)
+        workers = _children(dump.pid)
+        assert len(workers) == 2
+        os.killpg(dump.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        out, err = dump.communicate(timeout=60)
+    finally:
+        if dump.poll() is None:
+            os.killpg(dump.pid, signal.SIGKILL)
+    assert dump.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["complete"] is False
+    last = summary["last_block"]
+    assert 0 <= last < long_chain and summary["blocks"] == last + 1
+    assert f"blocks 0..{last} are written, {last + 1}..{long_chain} are not" in err
+    blocks = read_table(sorted((tmp_path / "data").rglob("blocks/*/*.parquet")), TABLES["blocks"])
+    assert blocks.column("block_num").to_pylist() == list(range(last + 1))
+    assert _gone(workers, within=10)
+
+
+def test_workers_exit_when_dump_is_killed(
+    long_chain: int, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    proxy.set_faults(Fault("delay", every=1, delay=0.2))
+    dump = _start_dump(tmp_path, proxy.url, long_chain)
+    workers: list[int] = []
+    try:
+        while proxy.requests < 4:
+            time.sleep(0.05)
+        workers = _children(dump.pid)
+        assert len(workers) == 2
+        dump.kill()
+        dump.wait(timeout=30)
+        # The pipe to the dead parent reads EOF: each worker stops by itself.
+        assert _gone(workers, within=15)
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ from ampd.providers.config import ProviderConfigError, load_providers, select_pr
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
+from ampd.runtime.signals import ShutdownSignal
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
 from ampd.storage.paths import new_revision
 from ampd.storage.store import open_store
@@ -173,6 +174,10 @@ async def _run(
 
     total = end - start + 1
     began = time.monotonic()
+    # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where
+    # the dump stopped (a second signal exits at once).
+    shutdown = ShutdownSignal()
+    shutdown.install()
     async with pool:
         if show:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -192,18 +197,36 @@ async def _run(
                     elapsed = max(time.monotonic() - began, 1e-6)
                     bar.update(task, completed=done, rate=done / elapsed, rows=sum(rows.values()))
 
-                await extract_range(
-                    pool, target, start, end, commit, tuning=tuning, progress=report
+                last = await extract_range(
+                    pool,
+                    target,
+                    start,
+                    end,
+                    commit,
+                    tuning=tuning,
+                    progress=report,
+                    stop=shutdown.event,
                 )
         else:
-            await extract_range(pool, target, start, end, commit, tuning=tuning)
+            last = await extract_range(
+                pool, target, start, end, commit, tuning=tuning, stop=shutdown.event
+            )
     elapsed = time.monotonic() - began
     rows = {t: sum(f.rows for f in files if f.table == t) for t in TABLES}
+    done = last - start + 1
+    if last < end:
+        click.echo(
+            f"dump stopped by a signal: blocks {start}..{last} are written, "
+            f"{last + 1}..{end} are not",
+            err=True,
+        )
     return {
-        "blocks": total,
+        "blocks": done,
+        "complete": last >= end,
+        "last_block": last,
         "rows": rows,
         "files": len(files),
         "bytes": sum(f.bytes for f in files),
         "seconds": round(elapsed, 3),
-        "blocks_per_sec": round(total / elapsed, 1) if elapsed else None,
+        "blocks_per_sec": round(done / elapsed, 1) if elapsed else None,
     }

@@ -22,6 +22,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -88,12 +89,24 @@ def share_limits(providers: Sequence[ProviderConfig], processes: int) -> list[di
 # -- the worker process --------------------------------------------------------------------
 
 
-def _worker_main(conn: Connection, providers: list[tuple[str, dict]], max_attempts: int | None):
+def _worker_main(
+    conn: Connection,
+    providers: list[tuple[str, dict]],
+    max_attempts: int | None,
+    inherited: list[int],
+) -> None:
+    # A forked worker holds copies of the parent's ends of every pipe made so far: close
+    # them, so that a pipe reads EOF (and a write fails) once the parent is gone.
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    # The parent decides when to stop (a terminal's Ctrl-C reaches the whole group): a
+    # worker ends on its shutdown message, or when the parent's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging()  # a spawned process starts blank: same format and level (AMP_LOG)
     try:
         asyncio.run(_serve(conn, providers, max_attempts))
-    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the whole process group
-        pass
     finally:
         conn.close()
 
@@ -217,9 +230,11 @@ class ProcessPoolSource:
             return
         for _ in range(self.processes):
             ours, theirs = self._context.Pipe()
+            forks = self._context.get_start_method() == "fork"
+            ours_fds = [w.conn.fileno() for w in self._workers] + [ours.fileno()]
             process = self._context.Process(
                 target=_worker_main,
-                args=(theirs, self._providers, self.max_attempts),
+                args=(theirs, self._providers, self.max_attempts, ours_fds if forks else []),
                 daemon=True,
                 name="ampd-dump-worker",
             )
