@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.blocks import RawBlock
@@ -25,6 +25,8 @@ from ampd.storage.paths import TableLocation
 from ampd.storage.store import ObjectStore
 
 log = get_logger("extract")
+
+T = TypeVar("T")
 
 CommitFn = Callable[[list[ClosedFile]], Awaitable[Any]]
 ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per table)
@@ -158,7 +160,13 @@ async def extract_range(
             task = await fetches.get()
             if task is None:
                 break
-            chunk = await task
+            chunk = await unless_stopped(task, stop)
+            if chunk is None:
+                # Stopped while this chunk was still being fetched (a provider may be down
+                # and retried for ever): drop it, and commit what is written.
+                task.cancel()
+                committed = await _commit_group(writers, [], on_commit, target, committed)
+                break
             batches, headers = chunk.batches, chunk.headers
             log.debug("fetched blocks %d..%d", headers[0].number, headers[-1].number)
             parent = _check_chain(headers, parent)
@@ -189,6 +197,24 @@ async def extract_range(
             leftover = fetches.get_nowait()
             if leftover is not None:
                 leftover.cancel()
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T | None:
+    """The result of `work`, or None if `stop` is set first (`work` is then left running:
+    the caller cancels it). Without `stop`, just `await work`."""
+    if stop is None:
+        return await work
+    future = asyncio.ensure_future(work)
+    if stop.is_set() and not future.done():
+        return None
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({future, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if future.done():
+        return future.result()
+    return None
 
 
 async def _produce(

@@ -17,7 +17,13 @@ import psycopg
 
 from ampd.config import Config
 from ampd.datasets.manifest import parse_manifest
-from ampd.extract.engine import ExtractionTarget, ReorgDetected, Tuning, extract_range
+from ampd.extract.engine import (
+    ExtractionTarget,
+    ReorgDetected,
+    Tuning,
+    extract_range,
+    unless_stopped,
+)
 from ampd.extract.sources import open_pool
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
@@ -195,7 +201,9 @@ class SegmentRun:
         # The block before the tail may have been committed by a bounded segment: chain to it.
         expected_parent = await self._last_hash(next_block - 1)
         while not self.stop_event.is_set():
-            head = await pool.head(finalized=finalized)
+            head = await unless_stopped(pool.head(finalized=finalized), self.stop_event)
+            if head is None:  # stopped while asking (the provider may be down)
+                break
             if head >= next_block:
                 tuning = Tuning.from_env()
                 try:
