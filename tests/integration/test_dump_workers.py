@@ -151,7 +151,7 @@ def long_chain(node: tuple[Anvil, ChainInfo]) -> int:
 
 
 def _start_dump(tmp_path: Path, url: str, end: int) -> subprocess.Popen[str]:
-    inputs = write_inputs(tmp_path, url, concurrent_request_limit=2)
+    inputs = write_inputs(tmp_path, url, concurrent_request_limit=2, rpc_batch_size=50)
     command = dump_command(inputs, tmp_path / "data", 0, end, "--chunk-blocks", "10")
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -164,7 +164,10 @@ def test_ctrl_c_stops_dump_gracefully_keeping_what_it_wrote(
     proxy.set_faults(Fault("delay", every=1, delay=0.2))  # slow enough to be interrupted
     dump = _start_dump(tmp_path, proxy.url, long_chain)
     try:
-        while proxy.requests < 8:
+        # Two head requests, then a request per chunk, at most one per worker in flight:
+        # at 12 requests, 8 chunks have been answered (each answer held 0.2 s, while
+        # converting and writing take milliseconds).
+        while proxy.requests < 12:
             assert dump.poll() is None, dump.stderr.read() if dump.stderr else ""
             time.sleep(0.05)
         workers = _children(dump.pid)

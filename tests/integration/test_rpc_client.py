@@ -302,3 +302,14 @@ async def test_single_provider_pool_is_the_client(anvil: Anvil, chain: ChainInfo
         assert await pool.head() == anvil.block_number()
         assert (await pool.batch([("eth_chainId", [])])) == ["0x7a69"]
         assert len(await pool.fetch_blocks(chain.numbers)) == len(chain.numbers)
+
+
+async def test_concurrent_fetches_share_one_head_request(
+    proxy: FaultProxy, chain: ChainInfo, truth: dict[int, RawBlock]
+) -> None:
+    numbers = chain.numbers[:5]
+    async with EvmRpcClient(provider(proxy.url)) as client:
+        got = await asyncio.gather(*(client.fetch_blocks([n]) for n in numbers))
+    assert [b for (b,) in got] == [truth[n] for n in numbers]
+    # One eth_getBlockByNumber per block, and a single one for the head they all needed.
+    assert proxy.calls["eth_getBlockByNumber"] == len(numbers) + 1

@@ -230,7 +230,12 @@ async def _produce(
     while cursor <= end and not (stop is not None and stop.is_set()):
         last = min(cursor + chunk - 1, end)
         numbers = list(range(cursor, last + 1))
-        await out.put(asyncio.create_task(source.chunk(numbers)))
+        task = asyncio.create_task(source.chunk(numbers))
+        try:
+            await out.put(task)
+        except asyncio.CancelledError:  # nobody will read it: stop it here
+            task.cancel()
+            raise
         cursor = last + 1
     # Only on a normal end: a cancelled producer must not block on a queue nobody reads.
     await out.put(None)

@@ -87,6 +87,7 @@ class EvmRpcClient:
         )
         self._ids = itertools.count(1)
         self._known_head = -1
+        self._head_request: asyncio.Future[int] | None = None
 
     async def __aenter__(self) -> EvmRpcClient:
         return self
@@ -133,6 +134,12 @@ class EvmRpcClient:
         self._known_head = max(self._known_head, number)
         return number
 
+    async def _shared_head(self) -> int:
+        """`head()`, with concurrent callers sharing one request in flight."""
+        if self._head_request is None or self._head_request.done():
+            self._head_request = asyncio.ensure_future(self.head())
+        return await asyncio.shield(self._head_request)
+
     async def fetch_blocks(self, numbers: Sequence[int]) -> list[RawBlock]:
         """Blocks with their receipts, in the order given.
 
@@ -144,7 +151,7 @@ class EvmRpcClient:
         if not wanted:
             return []
         if max(wanted) > self._known_head:
-            await self.head()
+            await self._shared_head()
         done: dict[int, RawBlock] = {}
         todo = wanted
         for attempt in itertools.count(1):
