@@ -6,14 +6,19 @@ stderr before exiting with code 1.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import click
 import httpx
 
 from ampd import __version__
+from ampd.cli import ampctl_output as out
 from ampd.cli.ampctl_args import settings
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 class AdminError(click.ClickException):
@@ -141,3 +146,15 @@ def open_client(ctx: click.Context) -> AdminClient:
             "(from --admin-url or AMP_ADMIN_URL)"
         )
     return AdminClient(config.admin_url, config.auth_token)
+
+
+def get_and_emit(
+    ctx: click.Context,
+    url: str,
+    render: Callable[[Any], RenderableType],
+    params: dict[str, Any] | None = None,
+) -> None:
+    """GET `url` from the Admin API and print the answer (JSON under `--json`)."""
+    with open_client(ctx) as client:
+        result = client.get(url, params) if params is not None else client.get(url)
+    out.emit(ctx, result, render)

@@ -22,7 +22,7 @@ from ampd.cli.ampctl_args import (
     admin_options,
     settings,
 )
-from ampd.cli.ampctl_client import open_client, path
+from ampd.cli.ampctl_client import get_and_emit, open_client, path
 
 
 def _revision_path(ref: DatasetReference, *rest: str) -> str:
@@ -121,9 +121,7 @@ def deploy(
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """List the registered datasets with their versions."""
-    with open_client(ctx) as client:
-        result = client.get("/datasets")
-    out.emit(ctx, result, views.dataset_list)
+    get_and_emit(ctx, "/datasets", views.dataset_list)
 
 
 @dataset.command(aliases=("get",))
@@ -132,9 +130,7 @@ def list_(ctx: click.Context) -> None:
 @click.pass_context
 def inspect(ctx: click.Context, reference: DatasetReference) -> None:
     """Show a dataset revision: manifest hash, kind, start block, tables."""
-    with open_client(ctx) as client:
-        result = client.get(_revision_path(reference))
-    out.emit(ctx, result, views.dataset_revision)
+    get_and_emit(ctx, _revision_path(reference), views.dataset_revision)
 
 
 @dataset.command()
@@ -143,9 +139,7 @@ def inspect(ctx: click.Context, reference: DatasetReference) -> None:
 @click.pass_context
 def versions(ctx: click.Context, fqn: DatasetName) -> None:
     """List the versions of NS/NAME and where the `latest` and `dev` tags point."""
-    with open_client(ctx) as client:
-        result = client.get(path("datasets", fqn.namespace, fqn.name, "versions"))
-    out.emit(ctx, result, views.dataset_versions)
+    get_and_emit(ctx, path("datasets", fqn.namespace, fqn.name, "versions"), views.dataset_versions)
 
 
 @dataset.command()

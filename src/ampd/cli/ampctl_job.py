@@ -15,7 +15,7 @@ from ampd.cli.ampctl_args import (
     admin_options,
     settings,
 )
-from ampd.cli.ampctl_client import open_client, path
+from ampd.cli.ampctl_client import get_and_emit, open_client, path
 from ampd.cli.ampctl_watch import watch
 
 _PRUNED = {
@@ -55,9 +55,7 @@ def job() -> None:
 def list_(ctx: click.Context, status: str, limit: int | None, after: int | None) -> None:
     """List jobs, newest first, a page at a time."""
     params = {"status": status, "limit": limit, "last_job_id": after}
-    with open_client(ctx) as client:
-        result = client.get("/jobs", params)
-    out.emit(ctx, result, views.job_list)
+    get_and_emit(ctx, "/jobs", views.job_list, params)
 
 
 @job.command(aliases=("get",))
@@ -66,9 +64,7 @@ def list_(ctx: click.Context, status: str, limit: int | None, after: int | None)
 @click.pass_context
 def inspect(ctx: click.Context, job_id: int) -> None:
     """Show a job: status, dataset, end block, parallelism, node."""
-    with open_client(ctx) as client:
-        result = client.get(path("jobs", job_id))
-    out.emit(ctx, result, views.job_detail)
+    get_and_emit(ctx, path("jobs", job_id), views.job_detail)
 
 
 @job.command()
@@ -162,9 +158,7 @@ def progress(ctx: click.Context, job_id: int, watch_: bool, interval: float) -> 
 @click.pass_context
 def events(ctx: click.Context, job_id: int) -> None:
     """List a job's lifecycle events (scheduled, segment assignments, status changes)."""
-    with open_client(ctx) as client:
-        result = client.get(path("jobs", job_id, "events"))
-    out.emit(ctx, result, views.job_events)
+    get_and_emit(ctx, path("jobs", job_id, "events"), views.job_events)
 
 
 @job.command()
@@ -173,6 +167,4 @@ def events(ctx: click.Context, job_id: int) -> None:
 @click.pass_context
 def segments(ctx: click.Context, job_id: int) -> None:
     """List a job's segments: block ranges, checkpoints, owners, attempts."""
-    with open_client(ctx) as client:
-        result = client.get(path("jobs", job_id, "segments"))
-    out.emit(ctx, result, views.job_segments)
+    get_and_emit(ctx, path("jobs", job_id, "segments"), views.job_segments)

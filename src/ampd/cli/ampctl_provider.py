@@ -11,7 +11,7 @@ import click
 from ampd.cli import ampctl_output as out
 from ampd.cli import ampctl_views as views
 from ampd.cli.ampctl_args import PROVIDER_NAME, AliasedGroup, admin_options, settings
-from ampd.cli.ampctl_client import open_client, path
+from ampd.cli.ampctl_client import get_and_emit, open_client, path
 
 
 @click.group(cls=AliasedGroup)
@@ -68,9 +68,7 @@ def register(ctx: click.Context, name: str, file: Path) -> None:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """List providers (secrets show as their ${VAR} placeholders)."""
-    with open_client(ctx) as client:
-        result = client.get("/providers")
-    out.emit(ctx, result, views.provider_list)
+    get_and_emit(ctx, "/providers", views.provider_list)
 
 
 @provider.command(aliases=("get",))
@@ -79,9 +77,7 @@ def list_(ctx: click.Context) -> None:
 @click.pass_context
 def inspect(ctx: click.Context, name: str) -> None:
     """Show one provider's configuration."""
-    with open_client(ctx) as client:
-        result = client.get(path("providers", name))
-    out.emit(ctx, result, views.provider_detail)
+    get_and_emit(ctx, path("providers", name), views.provider_detail)
 
 
 @provider.command(aliases=("remove",))

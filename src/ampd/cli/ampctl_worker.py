@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ampd.cli import ampctl_output as out
 from ampd.cli import ampctl_views as views
 from ampd.cli.ampctl_args import WORKER_ID, AliasedGroup, admin_options
-from ampd.cli.ampctl_client import open_client, path
+from ampd.cli.ampctl_client import get_and_emit, path
 
 
 @click.group(cls=AliasedGroup)
@@ -20,9 +19,7 @@ def worker() -> None:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """List workers: status (active, stale, stopped), active segments, last heartbeat."""
-    with open_client(ctx) as client:
-        result = client.get("/workers")
-    out.emit(ctx, result, views.worker_list)
+    get_and_emit(ctx, "/workers", views.worker_list)
 
 
 @worker.command(aliases=("get",))
@@ -31,6 +28,4 @@ def list_(ctx: click.Context) -> None:
 @click.pass_context
 def inspect(ctx: click.Context, node_id: str) -> None:
     """Show a worker: build information, registration time, last heartbeat."""
-    with open_client(ctx) as client:
-        result = client.get(path("workers", node_id))
-    out.emit(ctx, result, views.worker_detail)
+    get_and_emit(ctx, path("workers", node_id), views.worker_detail)
