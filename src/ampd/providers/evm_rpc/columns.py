@@ -72,21 +72,11 @@ def seconds_to_ns(value: str) -> int:
     return seconds * _NS
 
 
-def fixed32(value: str) -> bytes:
-    """`fixed(value, 32)`."""
-    return fixed(value, 32)
-
-
 def hex_bytes(value: str) -> bytes:
     """0x hex -> bytes; ValueError without the prefix or for a non-hex digit."""
     if value[:2] != "0x":
         raise ValueError("expected 0x-prefixed hex")
     return _fromhex(value[2:])
-
-
-def opt_bytes(value: str | None) -> bytes | None:
-    """0x hex -> bytes; None stays None."""
-    return None if value is None else hex_bytes(value)
 
 
 def fixed(value: str, width: int) -> bytes:

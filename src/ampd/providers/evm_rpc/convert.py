@@ -44,7 +44,6 @@ _ZERO_32 = bytes(32)
 # zero signature, v_parity false and no chain id.
 _KNOWN_TYPES = frozenset((0, 1, 2, 3, 4))
 _EMPTY: list = []
-_fromhex = bytes.fromhex
 
 
 @dataclass(frozen=True)
@@ -469,11 +468,10 @@ def _derive(tx: dict) -> tuple:
         if t == 3:
             column, value = "max_fee_per_blob_gas", tx.get("maxFeePerBlobGas")
             blob_fee = int(value, 16)
-        # r and s are quantities: the node drops leading zeros, so pad back to 32 bytes.
         column, value = "r", tx.get("r")
-        r = _fromhex(value[2:].zfill(64))
+        r = quantity32(value)
         column, value = "s", tx.get("s")
-        s = _fromhex(value[2:].zfill(64))
+        s = quantity32(value)
         if t == 0:
             column, value = "v_parity", tx.get("v")
             v = int(value, 16)
