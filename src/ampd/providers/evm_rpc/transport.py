@@ -26,14 +26,31 @@ from ampd.providers.evm_rpc.errors import TransportFailure, status_failure
 
 log = logging.getLogger("ampd.providers.evm_rpc")
 
-# Answers bigger than this are decoded in a worker thread so the event loop keeps running.
-_DECODE_IN_THREAD_BYTES = 1 << 20
+# Answers bigger than this are decoded in a worker thread so the event loop keeps running
+# (None: every answer is decoded on the loop's thread; see decode_on_loop_thread).
+_DECODE_IN_THREAD_BYTES: int | None = 1 << 20
+
+
+def decode_on_loop_thread() -> None:
+    """From now on, decode every answer in this process on the event loop's thread.
+
+    For a process whose event loop does nothing but fetch (an `ampd dump` worker), nothing
+    needs to keep running meanwhile, and the hand-off to a thread costs more than the
+    decoding: the two threads take turns holding the GIL. Measured on 20,000 anvil blocks,
+    a dump worker used 1.82 CPU-seconds decoding inline against 2.0 to 2.3 through a thread.
+    """
+    global _DECODE_IN_THREAD_BYTES
+    _DECODE_IN_THREAD_BYTES = None
+
+
+def _decode_in_thread(size: int) -> bool:
+    return _DECODE_IN_THREAD_BYTES is not None and size > _DECODE_IN_THREAD_BYTES
 
 
 async def decode_json(data: bytes | str) -> Any:
     """Decode one JSON answer; malformed or truncated JSON is a (retryable) TransportFailure."""
     try:
-        if len(data) > _DECODE_IN_THREAD_BYTES:
+        if _decode_in_thread(len(data)):
             return await asyncio.to_thread(orjson.loads, data)
         return orjson.loads(data)
     except (ValueError, UnicodeDecodeError) as e:  # orjson.JSONDecodeError is a ValueError
@@ -278,7 +295,7 @@ class IpcTransport(_Multiplexed):
         assert self._reader_stream is not None
         stream = JsonStream()
         while chunk := await self._reader_stream.read(1 << 20):
-            if stream.buffered + len(chunk) > _DECODE_IN_THREAD_BYTES:
+            if _decode_in_thread(stream.buffered + len(chunk)):
                 answers = await asyncio.to_thread(stream.feed, chunk)
             else:
                 answers = stream.feed(chunk)
