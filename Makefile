@@ -42,7 +42,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py --repeat 3
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
