@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import orjson
 
 from ampd.providers.config import ProviderConfig
 from ampd.providers.evm_rpc.blocks import RawBlock, block_problem, match_receipts
@@ -315,7 +316,7 @@ class EvmRpcClient:
             for id_, i in zip(ids, group, strict=True)
         ]
         payload: Any = messages if len(messages) > 1 else messages[0]
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = orjson.dumps(payload)
         async with self._slots:
             if self._rate is not None:
                 await self._rate.acquire()
