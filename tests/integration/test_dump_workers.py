@@ -35,12 +35,6 @@ def node() -> Iterator[tuple[Anvil, ChainInfo]]:
         yield anvil, build_varied_chain(anvil)
 
 
-@pytest.fixture
-def proxy(node: tuple[Anvil, ChainInfo]) -> Iterator[FaultProxy]:
-    with FaultProxy(node[0].url) as p:
-        yield p
-
-
 def provider(url: str, **keys: Any) -> ProviderConfig:
     return parse_provider("local", {"kind": "evm-rpc", "network": "anvil", "url": url, **keys})
 

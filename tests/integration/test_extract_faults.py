@@ -44,12 +44,6 @@ def clean(node: tuple[Anvil, ChainInfo], tmp_path_factory: pytest.TempPathFactor
     return run_dump(write_inputs(work, anvil.url), work / "data", 0, chain.end)
 
 
-@pytest.fixture
-def proxy(node: tuple[Anvil, ChainInfo]) -> Iterator[FaultProxy]:
-    with FaultProxy(node[0].url) as p:
-        yield p
-
-
 def dump_through(proxy: FaultProxy, tmp: Path, start: int, end: int, **provider: Any) -> DumpOutput:
     inputs = write_inputs(tmp, proxy.url, name=PROVIDER, **provider)
     # Warnings on (whatever the caller's AMP_LOG) so the retries show on stderr.

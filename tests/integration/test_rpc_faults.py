@@ -49,12 +49,6 @@ def clean(node: tuple[Anvil, ChainInfo]) -> list[RawBlock]:
     return blocks
 
 
-@pytest.fixture
-def proxy(node: tuple[Anvil, ChainInfo]) -> Iterator[FaultProxy]:
-    with FaultProxy(node[0].url) as p:
-        yield p
-
-
 def provider(url: str, **keys: Any) -> ProviderConfig:
     return parse_provider("flaky", {"kind": "evm-rpc", "network": "anvil", "url": url, **keys})
 
