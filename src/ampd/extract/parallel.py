@@ -250,9 +250,9 @@ class ProcessPoolSource:
         when the pool forks."""
         if self._workers:
             return
+        forks = self._context.get_start_method() == "fork"
         for _ in range(self.processes):
             ours, theirs = self._context.Pipe()
-            forks = self._context.get_start_method() == "fork"
             ours_fds = [w.conn.fileno() for w in self._workers] + [ours.fileno()]
             process = self._context.Process(
                 target=_worker_main,

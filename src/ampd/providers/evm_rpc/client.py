@@ -193,9 +193,10 @@ class EvmRpcClient:
                 return None
             return block_problem(number, block)
 
-        if not self.config.fetch_receipts_per_tx and max(todo) <= self._known_head:
-            # Blocks known to exist: ask for each block and its receipts side by side, so
-            # one round trip brings both (and the node works on them together).
+        # Blocks known to exist: ask for each block and its receipts side by side, so one
+        # round trip brings both (and the node works on them together).
+        side_by_side = not self.config.fetch_receipts_per_tx and max(todo) <= self._known_head
+        if side_by_side:
             calls: list[Call] = []
             for n in todo:
                 calls.append(("eth_getBlockByNumber", [hex(n), True]))
@@ -203,17 +204,17 @@ class EvmRpcClient:
             results = await self._execute(
                 calls, lambda i, result: None if i % 2 else check(i // 2, result)
             )
-            if beyond_head:
-                raise BlockNotFoundError(self.name, self.url, min(beyond_head), self._known_head)
+        else:
+            calls = [("eth_getBlockByNumber", [hex(n), True]) for n in todo]
+            results = await self._execute(calls, check)
+        if beyond_head:
+            raise BlockNotFoundError(self.name, self.url, min(beyond_head), self._known_head)
+        if side_by_side:
             blocks, receipts = results[0::2], results[1::2]
             with_txs = list(zip(todo, blocks, strict=True))
         else:
-            calls = [("eth_getBlockByNumber", [hex(n), True]) for n in todo]
-            blocks = await self._execute(calls, check)
-            if beyond_head:
-                raise BlockNotFoundError(self.name, self.url, min(beyond_head), self._known_head)
-            with_txs = [(n, b) for n, b in zip(todo, blocks, strict=True) if b["transactions"]]
-            for n, b in zip(todo, blocks, strict=True):
+            with_txs = [(n, b) for n, b in zip(todo, results, strict=True) if b["transactions"]]
+            for n, b in zip(todo, results, strict=True):
                 if not b["transactions"]:
                     done[n] = RawBlock(n, b, [])
             receipts = await self._receipts(with_txs)
