@@ -183,6 +183,68 @@ def test_frozen_worker_cannot_commit_after_reassignment(make_cluster, chain) -> 
     assert objects_on_disk(cluster) == committed, "an uncommitted object was left behind"
 
 
+def freeze_outside_a_transaction(cluster: Cluster, proc) -> None:  # noqa: ANN001
+    """SIGSTOP `proc` at a moment when none of its database sessions is inside a
+    transaction (a worker frozen mid-commit would hold the segment's row lock)."""
+    with psycopg.connect(cluster.db_url, autocommit=True) as conn:
+        for _ in range(50):
+            proc.signal(signal.SIGSTOP)
+            time.sleep(0.05)
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if not busy:
+                return
+            proc.signal(signal.SIGCONT)
+            time.sleep(0.05)
+    raise AssertionError("the worker was inside a transaction at every try")
+
+
+def test_zombie_aborted_mid_commit_leaves_no_uncommitted_object(make_cluster, chain) -> None:  # noqa: ANN001
+    """A frozen worker comes back after its segment was reassigned and completed, puts its
+    file group into the store, and is aborted by reconciliation while its commit waits:
+    the objects it put are deleted, though the new owner's orphan cleanup ran long before."""
+    cluster = make_cluster(segment_blocks=1000, reconcile_interval_secs=600, **SLOW)
+    cluster.start_controller()
+    zombie = cluster.start_worker("a-zombie", env=SLOW_ENV)
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "149"})
+    seg = cluster.wait_until(
+        lambda: running_segment_of(cluster, job_id, "a-zombie"), what="zombie mid-segment"
+    )
+    freeze_outside_a_transaction(cluster, zombie)
+    with psycopg.connect(cluster.db_url) as lock:
+        try:
+            cluster.start_worker("b-owner", env=SLOW_ENV)
+            assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+            # A slow database: the zombie's next commit waits (its files already in the store),
+            # for the table, since a fenced-out update would not wait for a locked row.
+            lock.execute("LOCK TABLE segments IN SHARE MODE")
+        finally:
+            zombie.signal(signal.SIGCONT)
+
+        def zombie_commit_waiting() -> bool:
+            with psycopg.connect(cluster.db_url, autocommit=True) as conn:
+                return bool(
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE '%%checkpoint_block%%'"
+                    ).fetchone()[0]
+                )
+
+        cluster.wait_until(zombie_commit_waiting, timeout=60, what="the zombie's commit waiting")
+        with psycopg.connect(cluster.db_url, autocommit=True) as conn:  # a reconcile, now
+            conn.execute("SELECT pg_notify('job_actions', %s)", ('{"node_id": "a-zombie"}',))
+        zombie.wait_for_log(rf"segment {seg['id']} is no longer ours; aborting", timeout=30)
+        lock.rollback()
+    zombie.wait_for_log(rf"segment {seg['id']}: aborted", timeout=30)
+    assert zombie.popen.poll() is None, "the aborted worker keeps running"
+    assert_exact_output(cluster, manifest_hash, 0, 149)
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed, "the zombie left an uncommitted object"
+
+
 def test_sigterm_mid_job_exits_0_and_another_worker_finishes(make_cluster, chain) -> None:  # noqa: ANN001
     anvil, head = chain
     cluster = make_cluster(segment_blocks=1000, shutdown_timeout_secs=15, **SLOW)

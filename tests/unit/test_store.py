@@ -16,9 +16,10 @@ def store(tmp_path):
 
 
 def staged(store, content: bytes) -> Path:
-    path = store.staging_path(".parquet")
-    path.write_bytes(content)
-    return path
+    staging = store.new_staging_file(".parquet")
+    staging.path.write_bytes(content)
+    staging.release()
+    return staging.path
 
 
 async def test_put_creates_parents_and_consumes_the_local_file(store):
@@ -72,7 +73,7 @@ async def test_missing_object(store):
 async def test_list_by_prefix_sorted_without_staging(store):
     for key in ["ns/ds/logs/r/2", "ns/ds/blocks/r/1", "ns/ds/blocks/r/0", "ns/other/x", "top"]:
         await store.put_file(staged(store, b"ab"), key)
-    store.staging_path(".parquet").write_bytes(b"in progress")
+    store.new_staging_file(".parquet").path.write_bytes(b"in progress")
     assert [o.key for o in await store.list()] == [
         "ns/ds/blocks/r/0",
         "ns/ds/blocks/r/1",
@@ -104,15 +105,17 @@ def test_url(store, tmp_path):
     assert store.url("a/b c") == (tmp_path / "data" / "a" / "b c").as_uri()
 
 
-async def test_cleanup_staging_removes_only_old_files(store):
-    old = store.staging_path()
-    old.write_bytes(b"old")
+async def test_cleanup_staging_removes_only_abandoned_files(store):
+    old = store.new_staging_file()
+    old.path.write_bytes(b"old")
+    old.release()  # its writer is gone
     past = time.time() - 7200
-    os.utime(old, (past, past))
-    new = store.staging_path()
-    new.write_bytes(b"new")
-    assert await store.cleanup_staging(3600) == 1
-    assert not old.exists() and new.exists()
+    os.utime(old.path, (past, past))
+    live = store.new_staging_file()  # still held
+    os.utime(live.path, (past, past))
+    assert await store.cleanup_staging() == 1
+    assert not old.path.exists() and live.path.exists()
+    live.discard()
 
 
 # -- open_store -----------------------------------------------------------------------------

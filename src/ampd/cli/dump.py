@@ -172,6 +172,7 @@ async def _run(
     async def commit(group: list[ClosedFile]) -> None:
         files.extend(group)
 
+    await target.store.cleanup_staging()  # what killed writers left in this data dir
     total = end - start + 1
     began = time.monotonic()
     # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where

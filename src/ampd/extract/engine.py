@@ -5,12 +5,16 @@ converted to Arrow (in a thread, so the event loop keeps heartbeating), checked 
 unbroken hash chain, and written to one TableWriter per table. The three writers always
 close together, at the same block, so each commit covers one block range in every table:
 that is what lets a checkpoint say "every table is done up to here".
+
+A file that is in the store but not committed never outlives the extraction that wrote it:
+on any error or cancellation, files whose commit was never attempted are deleted, and files
+whose commit was cut short (it may or may not have landed) are settled by the target, which
+asks the metadata database which of them are not committed and deletes those.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +33,9 @@ log = get_logger("extract")
 T = TypeVar("T")
 
 CommitFn = Callable[[list[ClosedFile]], Awaitable[Any]]
+# Object keys whose commit was cut short -> those certainly not committed (safe to delete).
+SettleFn = Callable[[list[str]], Awaitable[list[str]]]
+SETTLE_TIMEOUT_SECS = 10.0
 ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per table)
 
 
@@ -80,6 +87,11 @@ class ExtractionTarget:
     writer: WriterSettings | Any  # WriterSettings, or a config `[writer]` section
     table_prefixes: dict[str, str]  # table -> "<namespace>/<dataset>/<table>/<revision>"
     discard_on: tuple[type[BaseException], ...] = field(default=())
+    # Which of the keys of a cut-short commit did not land; None: keep them (a later run's
+    # orphan cleanup owns them).
+    settle: SettleFn | None = None
+    # Called with the keys that could not be settled (the database did not answer).
+    hand_off: Callable[[list[str]], None] | None = None
 
     def settings(self) -> WriterSettings:
         if isinstance(self.writer, WriterSettings):
@@ -134,7 +146,7 @@ async def extract_range(
     handed to `on_commit` (start - 1 if none). Raises ReorgDetected when the hash chain
     breaks (nothing past the last commit is kept). If `on_commit` raises, the files of that
     group are deleted when the error is one of `target.discard_on` (the commit certainly did
-    not happen) and kept otherwise (it may have), then the error propagates.
+    not happen) and settled otherwise (it may have), then the error propagates.
     """
     if end < start:
         return start - 1
@@ -151,6 +163,7 @@ async def extract_range(
     committed = start - 1
     done_blocks = 0
     rows = dict.fromkeys(TABLES, 0)
+    group = _Group()
     fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
     )
@@ -165,28 +178,27 @@ async def extract_range(
                 # Stopped while this chunk was still being fetched (a provider may be down
                 # and retried for ever): drop it, and commit what is written.
                 task.cancel()
-                committed = await _commit_group(writers, [], on_commit, target, committed)
+                committed = await _commit_group(writers, group, on_commit, target, committed)
                 break
             batches, headers = chunk.batches, chunk.headers
             log.debug("fetched blocks %d..%d", headers[0].number, headers[-1].number)
             parent = _check_chain(headers, parent)
-            closed: list[ClosedFile] = []
             for table, writer in writers.items():
                 result = await writer.write(batches[table], headers)
                 if result is not None:
-                    closed.append(result)
+                    group.files.append(result)
                 rows[table] += batches[table].num_rows
             done_blocks += len(headers)
-            if closed or (stop is not None and stop.is_set()):
-                committed = await _commit_group(writers, closed, on_commit, target, committed)
+            if group.files or (stop is not None and stop.is_set()):
+                committed = await _commit_group(writers, group, on_commit, target, committed)
             if progress is not None:
                 progress(done_blocks, dict(rows))
             if stop is not None and stop.is_set():
                 break
         return committed
     except BaseException:
-        for writer in writers.values():
-            await writer.abort()
+        # Shielded: a second cancellation must not leave files behind half cleaned up.
+        await asyncio.shield(asyncio.ensure_future(_clean_up(writers, group, target)))
         raise
     finally:
         if not producer.done():
@@ -253,37 +265,76 @@ def _check_chain(headers: list[BlockHeader], parent: str | None) -> str | None:
     return parent
 
 
+@dataclass
+class _Group:
+    """The closed files of one block range, in the store and not yet committed."""
+
+    files: list[ClosedFile] = field(default_factory=list)
+    committing: bool = False  # on_commit was called and has not returned
+
+
 async def _commit_group(
     writers: dict[str, TableWriter],
-    closed: list[ClosedFile],
+    group: _Group,
     on_commit: CommitFn,
     target: ExtractionTarget,
     committed: int,
 ) -> int:
     """Close the other writers at the same block, then commit the group."""
-    tables_closed = {f.table for f in closed}
+    tables_closed = {f.table for f in group.files}
     for table, writer in writers.items():
         if table not in tables_closed:
             result = await writer.close_file()
             if result is not None:
-                closed.append(result)
-    if not closed:
+                group.files.append(result)
+    if not group.files:
         return committed
-    closed.sort(key=lambda f: list(TABLES).index(f.table))
+    closed = sorted(group.files, key=lambda f: list(TABLES).index(f.table))
     log.debug(
         "committing blocks %d..%d (%d files)",
         closed[0].start_block,
         closed[0].end_block,
         len(closed),
     )
+    group.committing = True
     try:
         await on_commit(closed)
     except target.discard_on:
-        for f in closed:
-            with contextlib.suppress(OSError):
-                await target.store.delete(f.key)
+        group.committing = False  # certainly not committed: deleted on the way out
         raise
+    group.files, group.committing = [], False
     return closed[0].end_block
+
+
+async def _clean_up(
+    writers: dict[str, TableWriter], group: _Group, target: ExtractionTarget
+) -> None:
+    """After an error or a cancellation: nothing written and uncommitted stays behind."""
+    for writer in writers.values():
+        await writer.abort()
+    keys = [f.key for f in group.files]
+    if not keys:
+        return
+    if group.committing:  # the commit was cut short: it may have landed
+        keys = await _settle(keys, target)
+    for key in keys:
+        try:
+            await target.store.delete(key)
+        except OSError as exc:
+            log.warning("could not delete uncommitted object %s: %s", key, exc)
+
+
+async def _settle(keys: list[str], target: ExtractionTarget) -> list[str]:
+    """The keys of a cut-short commit that certainly did not land (to delete)."""
+    if target.settle is None:
+        return []
+    try:
+        return await asyncio.wait_for(target.settle(keys), SETTLE_TIMEOUT_SECS)
+    except Exception as exc:  # noqa: BLE001 - the database may be away; hand the keys on
+        log.warning("could not tell whether %d file(s) were committed: %s", len(keys), exc)
+        if target.hand_off is not None:
+            target.hand_off(keys)
+        return []
 
 
 def _as_hex(value: bytes | str | None) -> str | None:

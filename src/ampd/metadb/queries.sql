@@ -275,6 +275,16 @@ ORDER BY f.end_block DESC;
 SELECT path FROM files
 WHERE table_revision_id = ANY(%(revision_ids)s) AND end_block >= %(from_block)s;
 
+-- committed_paths_of_segment --
+-- Which of these object keys a segment committed (its files with the keys given).
+SELECT path FROM files
+WHERE segment_id = %(segment_id)s AND table_revision_id = ANY(%(revision_ids)s)
+  AND path = ANY(%(paths)s);
+
+-- lock_segment --
+-- Waits until no transaction holds the segment's row (a commit in flight ends first).
+SELECT id FROM segments WHERE id = %(id)s FOR UPDATE;
+
 -- retire_files_after --
 UPDATE files SET retired_at = now()
 WHERE table_revision_id = ANY(%(revision_ids)s) AND retired_at IS NULL AND end_block > %(block)s

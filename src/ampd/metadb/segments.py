@@ -120,6 +120,27 @@ class SegmentFence:
             )
         return ids
 
+    async def uncommitted(self, keys: Sequence[str]) -> list[str]:
+        """Of `keys`, written by this run, those whose commit did not land (safe to delete).
+
+        A commit holds the segment's row lock from its checkpoint update to its end, so once
+        this takes the lock no commit of these files is in flight: one whose COMMIT was sent
+        has ended, and one cut short before it rolls back and can never land.
+        """
+        async with self.db.transaction() as conn:
+            await fetch_one(conn, "lock_segment", {"id": self.fence.segment_id})
+            rows = await fetch_all(
+                conn,
+                "committed_paths_of_segment",
+                {
+                    "segment_id": self.fence.segment_id,
+                    "revision_ids": list(self.revision_ids.values()),
+                    "paths": list(keys),
+                },
+            )
+        committed = {row["path"] for row in rows}
+        return [key for key in keys if key not in committed]
+
     async def finish(
         self, job_id: int, status: str, error: str | None = None, retry_in: float = 0.0
     ) -> int:

@@ -7,14 +7,20 @@ metadata, then into the store) when the file reaches `max_file_bytes`, when the 
 last block is written, when `flush_interval_secs` have passed with rows in the file, or when
 the caller asks (`close_file`, near the chain head). Memory stays bounded by the row group
 size whatever the length of the range.
+
+The file has one owner at a time. Work on it (opening, writing a row group, the footer, the
+put into the store) runs as one task at a time, shielded from the caller's cancellation: a
+cancelled caller leaves the thread inside the Parquet writer to finish, and the next call,
+`abort` included, waits for it before touching the file. Closing a writer from one thread
+while another writes to it crashes the process.
 """
 
 import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +28,9 @@ import pyarrow.parquet as pq
 
 from ampd.storage.file_metadata import BlockRange, FileMetadata, read_footer
 from ampd.storage.paths import TableLocation, file_name
-from ampd.storage.store import ObjectStore
+from ampd.storage.store import ObjectStore, StagingFile
+
+T = TypeVar("T")
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -120,14 +128,15 @@ class _OpenFile:
 
     def __init__(
         self,
-        path,
+        staging: StagingFile,
         writer: pq.ParquetWriter,
         sink: pa.NativeFile,
         name: str,
         first: Block,
         opened_at: float,
     ):
-        self.path = path
+        self.staging = staging
+        self.path = staging.path
         self.writer = writer
         self.sink = sink
         self.name = name
@@ -139,6 +148,7 @@ class _OpenFile:
         self.buffered_bytes = 0
         self.flushed_arrow_bytes = 0
         self.finished = False  # footer written; only the put into the store is left
+        self.stored: tuple[str, int] | None = None  # (key, size) once the put succeeded
 
     def estimated_bytes(self) -> int:
         written = self.sink.tell()
@@ -171,6 +181,7 @@ class TableWriter:
         self._codec, self._level = parse_compression(settings.compression)
         self._file: _OpenFile | None = None
         self._previous: Block | None = None  # last block written, across files
+        self._busy: asyncio.Task[Any] | None = None  # the file work in flight, if any
 
     @property
     def table(self) -> str:
@@ -215,16 +226,17 @@ class TableWriter:
             return None
         self._check_blocks(blocks)
         rows = self._check_batch(batch, blocks)
+        if self._file is None:
+            await self._exclusive(self._open_file, blocks[0])
         f = self._file
-        if f is None:
-            f = self._file = await asyncio.to_thread(self._open, blocks[0])
+        assert f is not None
         if rows:
             for b in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
                 f.buffer.append(b)
                 f.buffered_bytes += b.nbytes
             f.rows += rows
             if f.buffered_bytes >= self.settings.max_row_group_bytes:
-                await asyncio.to_thread(self._flush_row_group, f)
+                await self._exclusive(asyncio.to_thread, self._flush_row_group, f)
         f.last = blocks[-1]
         self._previous = blocks[-1]
         if (
@@ -237,7 +249,9 @@ class TableWriter:
 
     async def close_file(self) -> ClosedFile | None:
         """Close the open file (it may have no rows) and put it into the store; None if no
-        file is open. On failure the staging file stays until `abort`."""
+        file is open. On failure the staging file stays until `abort`; if the caller is
+        cancelled, the work in flight finishes and `abort` deletes what it left."""
+        await self._wait_idle()
         f = self._file
         if f is None:
             return None
@@ -255,33 +269,70 @@ class TableWriter:
                 ),
             ),
         )
-        await asyncio.to_thread(self._finish, f, meta)
-        key = self.location.key(f.name)
-        size = await self.store.put_file(f.path, key)
-        self._file = None
+        key, size = await self._exclusive(self._store_file, f, meta)
+        self._file = None  # handed out: from here on the caller owns the object
         return _closed_file(self.store, key, meta, f.rows, size)
 
     async def abort(self) -> None:
-        """Drop the open file and delete its staging file."""
-        f, self._file = self._file, None
-        if f is not None:
-            await asyncio.to_thread(_discard, f)
+        """Drop the open file: wait for the work in flight, then delete the staging file, or
+        the object if it was put into the store but never handed out by `close_file`."""
+        # Shielded: a second cancellation must not cut the cleanup short.
+        await asyncio.shield(asyncio.ensure_future(self._drop()))
 
     # -- internals ----------------------------------------------------------------------
 
+    async def _exclusive(self, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `work` as this writer's only file work, finishing even if we are cancelled."""
+        await self._wait_idle()
+        self._busy = asyncio.ensure_future(work(*args))
+        return await asyncio.shield(self._busy)
+
+    async def _wait_idle(self) -> None:
+        busy = self._busy
+        if busy is not None:
+            if not busy.done():
+                await asyncio.wait([busy])
+            if not busy.cancelled():
+                busy.exception()  # seen: a cancelled caller's failure is not news to anyone
+
+    async def _open_file(self, first: Block) -> None:
+        self._file = await asyncio.to_thread(self._open, first)
+
+    async def _store_file(self, f: _OpenFile, meta: FileMetadata) -> tuple[str, int]:
+        await asyncio.to_thread(self._finish, f, meta)
+        if f.stored is None:
+            key = self.location.key(f.name)
+            f.stored = (key, await self.store.put_file(f.path, key))
+            f.staging.release()
+        return f.stored
+
+    async def _drop(self) -> None:
+        await self._wait_idle()
+        f, self._file = self._file, None
+        if f is None:
+            return
+        if f.stored is not None:
+            await self.store.delete(f.stored[0])
+        else:
+            await asyncio.to_thread(_discard, f)
+
     def _open(self, first: Block) -> _OpenFile:
-        path = self.store.staging_path(".parquet")
-        sink = pa.OSFile(str(path), "wb")
-        writer = pq.ParquetWriter(
-            sink,
-            self.schema,
-            compression=self._codec,
-            compression_level=self._level,
-            # Lists keep Arrow's `item` name (Amp's files read back that way), not `element`.
-            use_compliant_nested_type=False,
-            write_page_index=True,
-        )
-        return _OpenFile(path, writer, sink, file_name(first.number), first, self._clock())
+        staging = self.store.new_staging_file(".parquet")
+        try:
+            sink = pa.OSFile(str(staging.path), "wb")
+            writer = pq.ParquetWriter(
+                sink,
+                self.schema,
+                compression=self._codec,
+                compression_level=self._level,
+                # Lists keep Arrow's `item` name (Amp's files read back that way), not `element`.
+                use_compliant_nested_type=False,
+                write_page_index=True,
+            )
+        except BaseException:
+            staging.discard()
+            raise
+        return _OpenFile(staging, writer, sink, file_name(first.number), first, self._clock())
 
     def _flush_row_group(self, f: _OpenFile) -> None:
         if not f.buffer:
@@ -380,7 +431,7 @@ def _discard(f: _OpenFile) -> None:
             pass
     if not f.sink.closed:
         f.sink.close()
-    f.path.unlink(missing_ok=True)
+    f.staging.discard()
 
 
 def _hex(value: str | bytes) -> str:

@@ -8,6 +8,7 @@ its blocking file-system calls in a thread.
 from __future__ import annotations  # `list` is also a method name here
 
 import asyncio
+import fcntl
 import os
 import shutil
 import time
@@ -20,6 +21,9 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 
 STAGING_DIR = ".staging"
+# A staging file takes its lock within microseconds of being created; younger unlocked files
+# are left alone so that cleanup never races a writer between create and lock.
+STAGING_GRACE_SECS = 5.0
 
 
 class UnsupportedStore(NotImplementedError):
@@ -34,6 +38,31 @@ class ObjectNotFound(FileNotFoundError):
 class ObjectInfo:
     key: str
     size: int
+
+
+class StagingFile:
+    """A local file being written before it goes into the store.
+
+    It holds an exclusive `flock` from creation until `release`: the kernel drops the lock
+    when the process dies, so cleanup in any process can tell a live writer's file (locked)
+    from one whose writer is gone (unlocked), without guessing from its age.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Drop the lock (after the file was put into the store or deleted)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Delete the file, then drop the lock."""
+        self.path.unlink(missing_ok=True)
+        self.release()
 
 
 class ObjectStore(ABC):
@@ -74,12 +103,13 @@ class ObjectStore(ABC):
         return None
 
     @abstractmethod
-    def staging_path(self, suffix: str = "") -> Path:
-        """A fresh local path to write a file to before `put_file` takes it."""
+    def new_staging_file(self, suffix: str = "") -> StagingFile:
+        """A fresh local file, locked, to write to before `put_file` takes it."""
 
     @abstractmethod
-    async def cleanup_staging(self, older_than_secs: float) -> int:
-        """Delete staging files left behind (by a crash) older than this; returns the count."""
+    async def cleanup_staging(self) -> int:
+        """Delete the staging files whose writer is gone (no process holds their lock);
+        returns the count. Files that a live process writes are never touched."""
 
 
 class LocalStore(ObjectStore):
@@ -161,25 +191,21 @@ class LocalStore(ObjectStore):
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
-    def staging_path(self, suffix: str = "") -> Path:
+    def new_staging_file(self, suffix: str = "") -> StagingFile:
         self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+        return StagingFile(self._staging / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}")
 
-    async def cleanup_staging(self, older_than_secs: float) -> int:
-        return await asyncio.to_thread(self._cleanup_staging, older_than_secs)
+    async def cleanup_staging(self) -> int:
+        return await asyncio.to_thread(self._cleanup_staging)
 
-    def _cleanup_staging(self, older_than_secs: float) -> int:
+    def _cleanup_staging(self) -> int:
         if not self._staging.is_dir():
             return 0
-        cutoff = time.time() - older_than_secs
+        cutoff = time.time() - STAGING_GRACE_SECS
         removed = 0
         for path in self._staging.iterdir():
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass
+            if _remove_if_abandoned(path, cutoff):
+                removed += 1
         return removed
 
     def _path(self, key: str) -> Path:
@@ -210,6 +236,31 @@ def open_store(data_dir: str | os.PathLike) -> ObjectStore:
             "use a local directory or a file:// URL"
         )
     raise ValueError(f"data_dir {text!r}: unknown scheme {scheme!r}; expected a path or file://")
+
+
+def _remove_if_abandoned(path: Path, cutoff: float) -> bool:
+    """Delete a staging file if no process holds its lock (and it is past the grace time)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        if os.fstat(fd).st_mtime >= cutoff:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+        if same:  # still the file we locked, not a new one under the same name
+            path.unlink(missing_ok=True)
+            return True
+        return False
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,10 @@ class SegmentRun:
         store: ObjectStore,
         node_id: str,
         segment: SegmentInfo,
+        hand_off: Callable[[SegmentFence, list[str]], None] | None = None,
     ) -> None:
         self.db = db
+        self._hand_off = hand_off  # keys it could not settle, for the worker to retry
         self.config = config
         self.store = store
         self.node_id = node_id
@@ -85,13 +88,15 @@ class SegmentRun:
         self.stop_event = asyncio.Event()
         self.mode: StopMode | None = None
         self.task: asyncio.Task[None] | None = None
+        self._cancelled = False
 
     def request_stop(self, mode: StopMode) -> None:
         # ABORT wins over the graceful modes; the first graceful mode is kept.
         if self.mode is None or mode is StopMode.ABORT:
             self.mode = mode
         self.stop_event.set()
-        if mode is StopMode.ABORT and self.task is not None:
+        if mode is StopMode.ABORT and self.task is not None and not self._cancelled:
+            self._cancelled = True  # once: a second cancel would cut the clean-up short
             self.task.cancel()
 
     async def run(self) -> None:
@@ -119,6 +124,8 @@ class SegmentRun:
                 writer=self.config.writer,
                 table_prefixes={t: r["path"] for t, r in revisions.items()},
                 discard_on=(FenceLost,),
+                settle=fence.uncommitted,
+                hand_off=self._handing_off(fence),
             )
             log.info(
                 "segment %d (job %d, epoch %d): blocks %d..%s from %d",
@@ -154,6 +161,12 @@ class SegmentRun:
             await self._finish_quietly(
                 fence, "FAILED", f"{type(exc).__name__}: {exc}", retry_delay(seg.attempts)
             )
+
+    def _handing_off(self, fence: SegmentFence) -> Callable[[list[str]], None] | None:
+        hand_off = self._hand_off
+        if hand_off is None:
+            return None
+        return lambda keys: hand_off(fence, keys)
 
     async def _delete_orphans(self, revisions: dict[str, dict[str, Any]]) -> None:
         """Delete objects a previous run of this segment wrote but never committed.

@@ -25,6 +25,7 @@ from ampd.config import Config
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
+from ampd.metadb.segments import SegmentFence
 from ampd.metadb.workers import heartbeat, register, try_lock_node_id
 from ampd.storage.store import open_store
 from ampd.worker.segment_run import SegmentInfo, SegmentRun, StopMode
@@ -74,6 +75,8 @@ class Worker:
         self._lock_conn: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_now = asyncio.Event()
+        # Keys of cut-short commits the database could not be asked about yet.
+        self._unsettled: list[tuple[SegmentFence, list[str]]] = []
         self._accepting = True
         self.fatal: WorkerError | None = None
         self.failed = asyncio.Event()  # set when the worker must exit with an error
@@ -89,8 +92,7 @@ class Worker:
             await register(self._lock_conn, self.node_id, build_info())
             await self.db.open()
             log.info("worker %s registered", self.node_id)
-            # Staging files of crashed processes; an hour is far past any file in progress.
-            await self.store.cleanup_staging(older_than_secs=3600)
+            await self._clean_up_storage()
             self._tasks = [
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._listen_loop(), name="listen"),
@@ -176,6 +178,25 @@ class Worker:
                 run.request_stop(StopMode.STOP)
         self._reconcile_now.set()
 
+    async def _clean_up_storage(self) -> None:
+        """Remove what dead writers left: staging files nobody holds, and the objects of
+        cut-short commits that the database has since said did not land."""
+        with contextlib.suppress(OSError):
+            removed = await self.store.cleanup_staging()
+            if removed:
+                log.info("removed %d staging file(s) of writers that are gone", removed)
+        unsettled, self._unsettled = self._unsettled, []
+        for fence, keys in unsettled:
+            try:
+                for key in await asyncio.wait_for(fence.uncommitted(keys), 5.0):
+                    await self.store.delete(key)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.debug("uncommitted objects still unsettled: %s", exc)
+                self._unsettled.append((fence, keys))
+
+    def _hand_off(self, fence: SegmentFence, keys: list[str]) -> None:
+        self._unsettled.append((fence, keys))
+
     async def _reconcile_loop(self) -> None:
         while True:
             try:
@@ -186,6 +207,7 @@ class Worker:
                 pass
             self._reconcile_now.clear()
             try:
+                await self._clean_up_storage()
                 await self.reconcile()
             except (psycopg.Error, OSError) as exc:
                 log.warning("reconciliation failed: %s", exc)
@@ -229,7 +251,7 @@ class Worker:
             namespace=row["namespace"],
             name=row["name"],
         )
-        run = SegmentRun(self.db, self.config, self.store, self.node_id, info)
+        run = SegmentRun(self.db, self.config, self.store, self.node_id, info, self._hand_off)
         if stop_mode is not None:
             run.request_stop(stop_mode)
         self.runs[info.id] = run
