@@ -8,8 +8,9 @@ TOOLS := .tools
 ANVIL_VERSION := 1.7.1
 ANVIL := $(TOOLS)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: setup test test-unit test-integration test-e2e demo bench lint clean
+.PHONY: setup test test-unit test-integration test-e2e demo bench soak lint clean
 
 setup: $(STAMP) $(ANVIL)
 	@$(PY) -m compileall -q src  # cached bytecode: commands start without compiling ampd
@@ -43,6 +44,9 @@ demo: setup
 
 bench: setup
 	$(PY) bench/run.py --repeat 3
+
+soak: setup
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

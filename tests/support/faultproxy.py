@@ -4,6 +4,9 @@
         ...  # point a provider at proxy.url
         assert proxy.injected["http_503"] == 2
 
+    rng = random.Random(seed)  # or at random: about one request in ten answered with a 500
+    FaultProxy(anvil.url, [Fault("http_500", probability=0.1, rng=rng)])
+
 A small HTTP/1.1 server (h11 on asyncio, keep-alive) runs in its own thread and event
 loop, so synchronous and asynchronous tests can use it alike. Each request is matched
 against the faults in order; the first that fires is applied, otherwise the request is
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import threading
 from collections import Counter
@@ -48,18 +52,26 @@ FAULT_KINDS = (
 @dataclass
 class Fault:
     """Inject `kind` into requests carrying `method` (any if None): the `first` K of them,
-    or `every` Nth one, or (neither given) all of them."""
+    or `every` Nth one, or each one with `probability` (drawn from `rng`, a seeded
+    `random.Random` for a replayable run), or (none of these given) all of them."""
 
     kind: str
     method: str | None = None
     first: int | None = None
     every: int | None = None
     delay: float = 2.0
+    probability: float | None = None
+    rng: random.Random | None = field(default=None, repr=False)
     matched: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS and not re.fullmatch(r"http_\d{3}", self.kind):
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.probability is not None:
+            if not 0.0 <= self.probability <= 1.0:
+                raise ValueError(f"probability must be within 0..1, not {self.probability}")
+            if self.rng is None:
+                self.rng = random.Random()
 
     def fires(self, methods: list[str]) -> bool:
         if self.method is not None and self.method not in methods:
@@ -69,6 +81,9 @@ class Fault:
             return self.matched <= self.first
         if self.every is not None:
             return self.matched % self.every == 0
+        if self.probability is not None:
+            assert self.rng is not None
+            return self.rng.random() < self.probability
         return True
 
 
