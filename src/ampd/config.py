@@ -42,6 +42,8 @@ class MetadataDbConfig(_Section):
     url: str | None = None
     pool_size: int = Field(10, ge=1)
     auto_migrate: bool = True
+    # How long start-up waits for a database that is not up yet (0: try once).
+    connect_timeout_secs: float = Field(60.0, ge=0)
 
     @field_validator("url")
     @classmethod

@@ -75,6 +75,9 @@ def setup_logging(level: str | None = None) -> None:
         logging.getLogger(name).setLevel(max(resolved, logging.WARNING))
         logging.getLogger(name).handlers[:] = [handler]
         logging.getLogger(name).propagate = False
+    # The pool warns on every reconnect attempt; MetadataDb logs an outage once instead.
+    pool_level = resolved if resolved <= logging.DEBUG else logging.ERROR
+    logging.getLogger("psycopg.pool").setLevel(pool_level)
 
 
 def get_logger(component: str) -> logging.Logger:

@@ -1,4 +1,8 @@
-"""Running the long-lived services as processes: migrate, start, wait for a signal, stop."""
+"""Running the long-lived services as processes: migrate, start, wait for a signal, stop.
+
+A signal during start-up (waiting for the database, migrating, opening pools) cancels the
+step in progress; what was started is stopped and the process exits 0.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from ampd.config import Config
 from ampd.controller.service import Controller
 from ampd.logs import get_logger
 from ampd.metadb.migrate import migrate
-from ampd.runtime.signals import ShutdownSignal
+from ampd.runtime.signals import Interrupted, ShutdownSignal
 from ampd.worker.service import Worker, WorkerError
 
 log = get_logger("service")
@@ -18,15 +22,32 @@ class ServiceError(Exception):
     """A service cannot run; the message is the one line the user sees."""
 
 
+async def _migrate_if_configured(shutdown: ShutdownSignal, config: Config, url: str) -> None:
+    if config.metadata_db.auto_migrate:
+        await shutdown.guard(migrate(url, connect_timeout=config.metadata_db.connect_timeout_secs))
+
+
+async def run_migrate_process(config: Config, url: str) -> None:
+    """`ampd migrate`: a signal before the migrations are done stops it (exit 0); each
+    migration is one transaction, so none is left half-applied."""
+    shutdown = ShutdownSignal()
+    shutdown.install()
+    try:
+        await shutdown.guard(migrate(url, connect_timeout=config.metadata_db.connect_timeout_secs))
+    except Interrupted:
+        log.warning("migrations interrupted by a signal; run `ampd migrate` again to finish")
+
+
 async def run_controller_process(config: Config, url: str) -> None:
     shutdown = ShutdownSignal()
     shutdown.install()
-    if config.metadata_db.auto_migrate:
-        await migrate(url)
     controller = Controller(config, url)
-    await controller.start()
     try:
+        await _migrate_if_configured(shutdown, config, url)
+        await shutdown.guard(controller.start())
         await shutdown.wait()
+    except Interrupted:
+        log.info("stopped during start-up")
     finally:
         await controller.stop()
 
@@ -36,12 +57,13 @@ async def run_server_process(config: Config, url: str, services: frozenset[str])
 
     shutdown = ShutdownSignal()
     shutdown.install()
-    if config.metadata_db.auto_migrate:
-        await migrate(url)
     server = QueryServer(config, url, services)
-    await server.start()
     try:
+        await _migrate_if_configured(shutdown, config, url)
+        await shutdown.guard(server.start())
         await shutdown.wait()
+    except Interrupted:
+        log.info("stopped during start-up")
     finally:
         await server.stop()
 
@@ -49,13 +71,16 @@ async def run_server_process(config: Config, url: str, services: frozenset[str])
 async def run_worker_process(config: Config, url: str, node_id: str) -> None:
     shutdown = ShutdownSignal()
     shutdown.install()
-    if config.metadata_db.auto_migrate:
-        await migrate(url)
     worker = Worker(config, url, node_id)
     try:
-        await worker.start()
+        await _migrate_if_configured(shutdown, config, url)
+        await shutdown.guard(worker.start())
     except WorkerError as exc:
         raise ServiceError(str(exc)) from None
+    except Interrupted:
+        log.info("stopped during start-up")
+        await worker.shutdown()
+        return
     stop = asyncio.create_task(shutdown.wait())
     failed = asyncio.create_task(worker.failed.wait())
     await asyncio.wait({stop, failed}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,6 +7,7 @@ Layout of the amp dir: `data/`, `providers/`, `manifests/`, `metadb/` (managed c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from ampd.controller.service import Controller
 from ampd.logs import get_logger
 from ampd.metadb.managed import ManagedPostgres
 from ampd.metadb.migrate import migrate
-from ampd.runtime.signals import ShutdownSignal
+from ampd.runtime.signals import Interrupted, ShutdownSignal
 from ampd.worker.service import Worker
 
 log = get_logger("solo")
@@ -68,26 +69,33 @@ async def run_solo(options: SoloOptions) -> None:
     controller: Controller | None = None
     worker: Worker | None = None
     server = None
+    starting: asyncio.Future[str] | None = None
+    wait_secs = options.config.metadata_db.connect_timeout_secs
     try:
         url = options.config.metadata_db.url
         if url is None:
             managed = ManagedPostgres(options.amp_dir / "metadb")
-            url = await asyncio.to_thread(managed.start)
+            # A thread cannot be cancelled: a signal waits for it, then stops the server.
+            shutdown.check()
+            starting = asyncio.ensure_future(asyncio.to_thread(managed.start))
+            url = await shutdown.guard(asyncio.shield(starting))
             log.info("metadata database: %s", url)
         if options.config.metadata_db.auto_migrate:
-            await migrate(url)
+            await shutdown.guard(migrate(url, connect_timeout=wait_secs))
         controller = Controller(options.config, url, serve_api="admin" in options.services)
-        await controller.start()
+        await shutdown.guard(controller.start())
         worker = Worker(options.config, url, EMBEDDED_WORKER_ID)
-        await worker.start()
+        await shutdown.guard(worker.start())
         query_services = options.services & {"jsonl", "flight"}
         if query_services:
             from ampd.server.service import QueryServer
 
             server = QueryServer(options.config, url, frozenset(query_services))
-            await server.start()
+            await shutdown.guard(server.start())
         log.info("ampd solo is up (amp dir %s)", options.amp_dir)
         await shutdown.wait()
+    except Interrupted:
+        log.info("stopped during start-up")
     finally:
         if server is not None:
             await server.stop()
@@ -95,6 +103,9 @@ async def run_solo(options: SoloOptions) -> None:
             await worker.shutdown()
         if controller is not None:
             await controller.stop()
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting
         if managed is not None:
             await asyncio.to_thread(managed.stop)
         os.close(lock_fd)

@@ -38,6 +38,14 @@ def test_env_values_are_converted_to_the_key_type(tmp_path: Path) -> None:
     assert config.writer.compression == "lz4"
 
 
+def test_connect_timeout_defaults_to_60s_and_comes_from_the_environment(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).metadata_db.connect_timeout_secs == 60.0
+    env = {"AMP_CONFIG_METADATA_DB__CONNECT_TIMEOUT_SECS": "2"}
+    assert load_config(write(tmp_path, ""), env=env).metadata_db.connect_timeout_secs == 2.0
+    config = load_config(write(tmp_path, "[metadata_db]\nconnect_timeout_secs = 5\n"), env={})
+    assert config.metadata_db.connect_timeout_secs == 5.0
+
+
 def test_relative_paths_resolve_beside_the_config_file(tmp_path: Path) -> None:
     folder = tmp_path / "conf"
     folder.mkdir()
@@ -112,6 +120,11 @@ def test_solo_keeps_an_explicit_address(tmp_path: Path) -> None:
         ),
         ("", {"AMP_CONFIG_NO_SUCH": "1"}, ["unknown config key 'no_such'", "AMP_CONFIG_NO_SUCH"]),
         ('[metadata_db]\nurl = "mysql://x"\n', {}, ["'metadata_db.url'", "postgresql://"]),
+        (
+            "[metadata_db]\nconnect_timeout_secs = -1\n",
+            {},
+            ["'metadata_db.connect_timeout_secs'", "-1", "at least 0"],
+        ),
     ],
 )
 def test_bad_config_names_key_value_and_expectation(

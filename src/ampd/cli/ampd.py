@@ -2,9 +2,17 @@
 
 Exit codes: 0 after a graceful shutdown, 1 for an invalid configuration or any error during
 operation (one line on stderr first), 2 for a command-line usage error.
+
+This module is the entry point: importing it means running `ampd`, so the first thing it
+does, before its heavy imports, is to take SIGINT / SIGTERM (see runtime/process_signals.py).
 """
 
+# ruff: noqa: E402 - the signal handler goes in before the other imports
 from __future__ import annotations
+
+from ampd.runtime import process_signals
+
+process_signals.install()
 
 import asyncio
 import re
@@ -117,8 +125,6 @@ def solo(
 
     Config: --config, else AMP_DIR/config.toml, else built-in defaults.
     """
-    from ampd.metadb.managed import ManagedPostgresError
-    from ampd.metadb.migrate import MigrationError
     from ampd.solo import SoloError, SoloOptions, run_solo
     from ampd.worker.service import WorkerError
 
@@ -134,9 +140,8 @@ def solo(
     _run(
         run_solo(SoloOptions(amp_dir=amp_dir, config=config, services=services)),
         SoloError,
-        ManagedPostgresError,
-        MigrationError,
         WorkerError,
+        *_service_errors(),
     )
 
 
@@ -195,20 +200,20 @@ def server(ctx: click.Context, flight_server: bool, jsonl_server: bool) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Apply the metadata database schema migrations, then exit."""
-    from ampd.metadb.migrate import MigrationError
-    from ampd.metadb.migrate import migrate as apply_migrations
+    from ampd.services import run_migrate_process
 
     config = _require_config(ctx, "migrate")
     url = _require_db_url(config, "migrate")
-    _run(apply_migrations(url), MigrationError)
+    _run(run_migrate_process(config, url), *_service_errors())
 
 
 def _service_errors() -> tuple[type[Exception], ...]:
+    from ampd.metadb.connect import DatabaseUnavailable
     from ampd.metadb.managed import ManagedPostgresError
     from ampd.metadb.migrate import MigrationError
     from ampd.services import ServiceError
 
-    return (ServiceError, ManagedPostgresError, MigrationError)
+    return (ServiceError, ManagedPostgresError, MigrationError, DatabaseUnavailable)
 
 
 def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001
@@ -216,7 +221,10 @@ def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001
     import psycopg
 
     try:
-        asyncio.run(coro)
+        try:
+            asyncio.run(coro)
+        finally:
+            process_signals.install()  # closing the loop reset the handlers to the defaults
     except (*expected, psycopg.Error, OSError) as exc:
         fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - the spec's exit code 1 with one line

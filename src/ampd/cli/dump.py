@@ -215,7 +215,9 @@ async def _run(
     elapsed = time.monotonic() - began
     rows = {t: sum(f.rows for f in files if f.table == t) for t in TABLES}
     done = last - start + 1
-    if last < end:
+    if last < start:  # a signal before the first block (even during start-up)
+        click.echo(f"dump stopped by a signal: no block written, {start}..{end} are not", err=True)
+    elif last < end:
         click.echo(
             f"dump stopped by a signal: blocks {start}..{last} are written, "
             f"{last + 1}..{end} are not",

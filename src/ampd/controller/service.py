@@ -53,7 +53,7 @@ class Controller:
         )
 
     async def start(self) -> None:
-        await self.db.open()
+        await self.db.open(timeout=self.config.metadata_db.connect_timeout_secs)
         ctx = self.context()
         registered = await ctx.registry.register_directory(self.config.manifests_dir)
         if registered:

@@ -35,7 +35,7 @@ T = TypeVar("T")
 CommitFn = Callable[[list[ClosedFile]], Awaitable[Any]]
 # Object keys whose commit was cut short -> those certainly not committed (safe to delete).
 SettleFn = Callable[[list[str]], Awaitable[list[str]]]
-SETTLE_TIMEOUT_SECS = 10.0
+SETTLE_TIMEOUT_SECS = 3.0  # bounded: a graceful shutdown waits for it
 ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per table)
 
 

@@ -15,6 +15,7 @@ from importlib import resources
 import psycopg
 
 from ampd.logs import get_logger
+from ampd.metadb.connect import connect
 
 log = get_logger("metadb")
 
@@ -55,11 +56,16 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(url: str) -> list[Migration]:
-    """Apply the pending migrations to the database at `url`; returns those applied."""
+async def migrate(url: str, *, connect_timeout: float = 60.0) -> list[Migration]:
+    """Apply the pending migrations to the database at `url`; returns those applied.
+
+    Waits up to `connect_timeout` s for the database to come up (see `connect.connect`).
+    Raises DatabaseUnavailable past that bound, MigrationError for a failed migration or a
+    history that does not match the files.
+    """
     migrations = available_migrations()
     applied_now: list[Migration] = []
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    async with await connect(url, timeout=connect_timeout, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             await conn.execute(

@@ -6,15 +6,24 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ampd.logs import get_logger
+from ampd.runtime import process_signals
 
 log = get_logger("runtime")
 
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A signal arrived before a start-up step finished; the step was cancelled."""
+
 
 class ShutdownSignal:
-    """An event set by the first SIGINT or SIGTERM.
+    """An event set by the first SIGINT or SIGTERM, including one received before
+    `install()` (while the process was still importing or loading its config).
 
     The second signal calls `on_second` (to stop child processes at once) and exits the
     process with code 1 immediately: whatever was not committed is not committed, and the
@@ -24,16 +33,27 @@ class ShutdownSignal:
     def __init__(self, on_second: Callable[[], None] | None = None) -> None:
         self.event = asyncio.Event()
         self._on_second = on_second
-        self._count = 0
 
     def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._received, sig)
+        """Take over the signals; a signal already recorded sets the event at once.
 
-    def _received(self, sig: signal.Signals) -> None:
-        self._count += 1
-        if self._count == 1:
+        The loop's own handlers wake it even when a signal lands on another thread; they
+        count into `process_signals`, so a signal before and one after make two."""
+        loop = asyncio.get_running_loop()
+        for sig in process_signals.SIGNALS:
+            loop.add_signal_handler(sig, process_signals.deliver, sig)
+        process_signals.listen(self._received)
+        pending = process_signals.received()
+        if pending:
+            log.info(
+                "received %s during start-up: shutting down gracefully (send it again to exit "
+                "at once)",
+                pending[0].name,
+            )
+            self.event.set()
+
+    def _received(self, sig: signal.Signals, count: int) -> None:
+        if count == 1:
             log.info(
                 "received %s: shutting down gracefully (send it again to exit at once)", sig.name
             )
@@ -50,3 +70,34 @@ class ShutdownSignal:
 
     async def wait(self) -> None:
         await self.event.wait()
+
+    def check(self) -> None:
+        """Raise Interrupted if a signal has come (before starting what cannot be cancelled)."""
+        if self.event.is_set():
+            raise Interrupted
+
+    async def guard(self, step: Awaitable[T]) -> T:
+        """Run a start-up step unless a signal comes first: then cancel it and raise
+        Interrupted (after the step has finished cancelling)."""
+        task = asyncio.ensure_future(step)
+        if self.event.is_set():
+            task.cancel()
+        else:
+            stop = asyncio.ensure_future(self.event.wait())
+            try:
+                await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                task.cancel()
+                raise
+            finally:
+                stop.cancel()
+            if task.done():
+                return task.result()
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - the signal is the news; the step's failure is not
+            log.debug("start-up step failed while being cancelled", exc_info=True)
+        raise Interrupted

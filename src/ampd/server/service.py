@@ -29,7 +29,7 @@ class QueryServer:
     async def start(self) -> None:
         from ampd.server.jsonl import create_app
 
-        await self.db.open()
+        await self.db.open(timeout=self.config.metadata_db.connect_timeout_secs)
         await self.catalog.start()
         if "jsonl" in self.services:
             self.jsonl = HttpService(

@@ -23,6 +23,7 @@ import psycopg
 from ampd import __version__
 from ampd.config import Config
 from ampd.logs import get_logger, node_id_var
+from ampd.metadb.connect import DatabaseUnavailable, connect
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
 from ampd.metadb.segments import SegmentFence
@@ -88,9 +89,10 @@ class Worker:
         """
         token = node_id_var.set(self.node_id)  # tasks created below inherit it
         try:
-            self._lock_conn = await self._connect_and_lock()
+            wait_secs = self.config.metadata_db.connect_timeout_secs
+            await self.db.open(timeout=wait_secs)  # waits for a database not up yet
+            self._lock_conn = await self._connect_and_lock(wait_secs)
             await register(self._lock_conn, self.node_id, build_info())
-            await self.db.open()
             log.info("worker %s registered", self.node_id)
             await self._clean_up_storage()
             self._tasks = [
@@ -101,9 +103,17 @@ class Worker:
         finally:
             node_id_var.reset(token)
 
-    async def _connect_and_lock(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=10)
-        if not await try_lock_node_id(conn, self.node_id):
+    async def _connect_and_lock(self, wait_secs: float = 0) -> psycopg.AsyncConnection[Any]:
+        """A connection holding the node-id lock; transient connection failures are retried
+        for `wait_secs`. Raises WorkerError if another worker holds the lock,
+        DatabaseUnavailable or psycopg.Error if the database cannot be reached."""
+        conn = await connect(self.url, timeout=wait_secs, autocommit=True)
+        try:
+            locked = await try_lock_node_id(conn, self.node_id)
+        except BaseException:
+            await conn.close()  # cancelled or failed: the lock must not outlive us
+            raise
+        if not locked:
             await conn.close()
             raise WorkerError(
                 f"node id {self.node_id!r} is already in use by another running worker"
@@ -128,19 +138,28 @@ class Worker:
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
                 await self._lock_conn.close()
-        delay = 0.2
+        delay = 0.1
         while True:
             try:
                 conn = await self._connect_and_lock()
             except WorkerError as exc:
                 self._die(exc)
                 return
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError, DatabaseUnavailable):
+                conn = None
+            if conn is not None:
+                try:
+                    await register(conn, self.node_id, build_info())
+                except (psycopg.Error, OSError):
+                    with contextlib.suppress(Exception):
+                        await conn.close()  # it holds the lock: the next attempt needs it free
+                    conn = None
+            if conn is None:
+                # Capped at 0.5 s: heartbeats resume within a second of the database's return.
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
                 continue
             self._lock_conn = conn
-            await register(conn, self.node_id, build_info())
             log.info("reconnected to the metadata database")
             self._reconcile_now.set()
             return
@@ -270,7 +289,12 @@ class Worker:
 
     async def shutdown(self) -> None:
         """Graceful: let each run commit its file in hand (bounded), release our segments,
-        mark ourselves stopped. The commit fence keeps this safe if it is cut short."""
+        mark ourselves stopped. The commit fence keeps this safe if it is cut short.
+
+        Takes at most `shutdown_timeout_secs` plus a few seconds, even with the database
+        down. Safe after a `start()` that was cancelled or failed part way."""
+        grace = 2.0  # for cancelled tasks to unwind, and for the release when runs took it all
+        deadline = asyncio.get_running_loop().time() + self.config.shutdown_timeout_secs
         self._accepting = False
         runs = list(self.runs.values())
         for run in runs:
@@ -280,19 +304,29 @@ class Worker:
             done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_secs)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            released = await self.db.fetch_all("release_segments_of", {"node_id": self.node_id})
-            await self.db.execute("mark_worker_stopped", {"node_id": self.node_id})
-            if released:
-                await self.db.notify("job_changes", "released")
-            log.info("released %d segment(s); worker %s stopped", len(released), self.node_id)
-        except psycopg.Error as exc:
-            log.warning("could not release segments on shutdown (failover will): %s", exc)
-        await self.db.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
+        if self._lock_conn is not None:  # only the holder of the node id may release its work
+            budget = max(deadline - asyncio.get_running_loop().time(), grace)
+            try:
+                async with asyncio.timeout(budget):
+                    released = await self.db.fetch_all(
+                        "release_segments_of", {"node_id": self.node_id}
+                    )
+                    await self.db.execute("mark_worker_stopped", {"node_id": self.node_id})
+                    if released:
+                        await self.db.notify("job_changes", "released")
+                log.info("released %d segment(s); worker %s stopped", len(released), self.node_id)
+            except (psycopg.Error, TimeoutError) as exc:
+                log.warning(
+                    "could not release segments on shutdown (failover will): %s",
+                    str(exc) or f"no database connection within {budget:.1f}s",
+                )
+        await self.db.close(timeout=grace)
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
                 await self._lock_conn.close()
