@@ -22,6 +22,8 @@ from pathlib import Path
 
 from support.procs import AMPD, Proc
 
+# A process that has not taken SIGTERM by then is signalled anyway (and counted if it dies).
+BOOT_BOUND_SECS = 1.0
 READY = {
     "controller": re.compile(r"admin API listening on (http://\S+)"),
     "worker": re.compile(r"worker \S+ registered"),
@@ -163,6 +165,10 @@ class Fleet:
             _signal_group(life.pid, signal.SIGCONT)
 
     def term(self, life: Life) -> None:
+        """SIGTERM, once the process has booted far enough to handle it (see `_catches`)."""
+        deadline = time.monotonic() + BOOT_BOUND_SECS
+        while not _catches(life.pid, signal.SIGTERM) and time.monotonic() < deadline:
+            time.sleep(0.002)
         life.sent.append("TERM")
         life.term_at = time.monotonic()
         try:
@@ -262,6 +268,24 @@ class Fleet:
                     life.proc.popen.wait(10)
                 except Exception:  # noqa: BLE001 - best effort
                     pass
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process has a handler for `sig` (its SigCgt mask in /proc).
+
+    Before that, in the tens of milliseconds the Python interpreter takes to boot, no
+    program of it can handle a signal: `ampd` takes SIGTERM with the first lines it runs. A
+    SIGTERM is sent once the handler is there (or after BOOT_BOUND_SECS regardless, so a
+    process that never installs one is still caught out).
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        return True  # gone: let the kill report it
+    return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

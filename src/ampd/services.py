@@ -11,6 +11,7 @@ import asyncio
 from ampd.config import Config
 from ampd.controller.service import Controller
 from ampd.logs import get_logger
+from ampd.metadb.connect import retry_start
 from ampd.metadb.migrate import migrate
 from ampd.runtime.signals import Interrupted, ShutdownSignal
 from ampd.worker.service import Worker, WorkerError
@@ -24,7 +25,13 @@ class ServiceError(Exception):
 
 async def _migrate_if_configured(shutdown: ShutdownSignal, config: Config, url: str) -> None:
     if config.metadata_db.auto_migrate:
-        await shutdown.guard(migrate(url, connect_timeout=config.metadata_db.connect_timeout_secs))
+        wait_secs = config.metadata_db.connect_timeout_secs
+        # Each migration is one transaction: one cut short by a restart is simply run again.
+        await shutdown.guard(
+            retry_start(
+                lambda: migrate(url, connect_timeout=wait_secs), timeout=wait_secs, what="migrate"
+            )
+        )
 
 
 async def run_migrate_process(config: Config, url: str) -> None:

@@ -140,3 +140,44 @@ async def test_a_transaction_left_idle_is_ended_and_its_row_locks_freed(db_url: 
                 await frozen.execute("SELECT 1")  # its session was ended meanwhile
         async with db.connection() as after:  # the pool replaced the ended session
             assert await (await after.execute("SELECT 1 AS one")).fetchone() == {"one": 1}
+
+
+async def test_a_start_up_step_cut_by_a_restart_runs_again(cluster: ManagedPostgres) -> None:
+    """The database restarts under a start-up step (a worker registering, migrations): the
+    step is run again once it is back, instead of the service exiting 1."""
+    from ampd.metadb.connect import connect, retry_start
+
+    attempts: list[str] = []
+
+    async def step() -> int:
+        conn = await connect(cluster.url, timeout=30, autocommit=True)
+        try:
+            attempts.append("connected")
+            if len(attempts) == 1:  # the first time, the database goes away under the step
+                await asyncio.to_thread(cluster.kill)
+                restart = asyncio.ensure_future(asyncio.to_thread(cluster.start))
+            cursor = await conn.execute("SELECT 42")
+            return (await cursor.fetchone())[0]
+        finally:
+            await conn.close()
+            if len(attempts) == 1:
+                await restart
+
+    assert await retry_start(step, timeout=30, what="test start") == 42
+    assert attempts == ["connected", "connected"]
+
+
+async def test_a_start_up_step_failing_for_good_is_not_retried(cluster: ManagedPostgres) -> None:
+    from ampd.metadb.connect import retry_start
+
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        async with await psycopg.AsyncConnection.connect(cluster.url) as conn:
+            await conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        await retry_start(step, timeout=30, what="test start")
+    assert calls == 1

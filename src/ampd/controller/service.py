@@ -14,6 +14,7 @@ from ampd.controller.scheduler import Leadership, Scheduler, run_scheduler
 from ampd.datasets.registry import DatasetRegistry
 from ampd.extract.sources import head_source
 from ampd.logs import get_logger
+from ampd.metadb.connect import retry_start
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JobStore
 from ampd.metadb.workers import WorkerStore
@@ -53,9 +54,14 @@ class Controller:
         )
 
     async def start(self) -> None:
-        await self.db.open(timeout=self.config.metadata_db.connect_timeout_secs)
+        wait_secs = self.config.metadata_db.connect_timeout_secs
+        await self.db.open(timeout=wait_secs)
         ctx = self.context()
-        registered = await ctx.registry.register_directory(self.config.manifests_dir)
+        registered = await retry_start(
+            lambda: ctx.registry.register_directory(self.config.manifests_dir),
+            timeout=wait_secs,
+            what="controller start",
+        )
         if registered:
             log.info("registered %d manifest(s) from %s", registered, self.config.manifests_dir)
         scheduler = Scheduler(

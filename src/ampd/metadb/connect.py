@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
@@ -19,6 +20,8 @@ import psycopg
 from ampd.logs import get_logger
 
 log = get_logger("metadb")
+
+T = TypeVar("T")
 
 INITIAL_DELAY_SECS = 0.1
 MAX_DELAY_SECS = 2.0
@@ -38,6 +41,11 @@ _TRANSIENT_MESSAGES = (
     "the database system is in recovery mode",  # 57P03
     "terminating connection due to administrator command",  # 57P01
     "server closed the connection unexpectedly",
+    "terminating connection due to immediate shutdown",  # 57P01, a restart mid-session
+    "terminating connection because of crash of another server process",
+    "connection is bad",
+    "connection is closed",
+    "the connection is lost",
     "timeout expired",
     "connection timed out",
     "failed to resolve host",  # compose / k8s: the name resolves once the database runs
@@ -141,3 +149,22 @@ async def wait_for_database(url: str, timeout: float) -> None:
     """Return once the database at `url` accepts a connection; raises as `connect` does."""
     conn = await connect(url, timeout=timeout)
     await conn.close()
+
+
+async def retry_start(step: Callable[[], Awaitable[T]], *, timeout: float, what: str) -> T:
+    """Run a start-up step, and run it again if the database goes away under it (a restart
+    while the service starts), until `timeout` s after the first try; then, or for a failure
+    that waiting cannot fix, the error propagates. The step must be safe to run again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await step()
+        except psycopg.OperationalError as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "%s: lost the metadata database (%s); starting that step again",
+                what,
+                first_line(exc),
+            )
+            await asyncio.sleep(INITIAL_DELAY_SECS)

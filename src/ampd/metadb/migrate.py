@@ -101,6 +101,8 @@ async def migrate(url: str, *, connect_timeout: float = 60.0) -> list[Migration]
                             "INSERT INTO ampd_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                             (migration.version, migration.name, migration.checksum),
                         )
+                except psycopg.OperationalError:
+                    raise  # the connection, not the migration: rolled back, safe to run again
                 except psycopg.Error as exc:
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} failed: {exc}"

@@ -23,7 +23,7 @@ import psycopg
 from ampd import __version__
 from ampd.config import Config
 from ampd.logs import get_logger, node_id_var
-from ampd.metadb.connect import DatabaseUnavailable, connect
+from ampd.metadb.connect import DatabaseUnavailable, connect, retry_start
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
 from ampd.metadb.segments import SegmentFence
@@ -90,9 +90,7 @@ class Worker:
         token = node_id_var.set(self.node_id)  # tasks created below inherit it
         try:
             wait_secs = self.config.metadata_db.connect_timeout_secs
-            await self.db.open(timeout=wait_secs)  # waits for a database not up yet
-            self._lock_conn = await self._connect_and_lock(wait_secs)
-            await register(self._lock_conn, self.node_id, build_info())
+            await retry_start(lambda: self._join(wait_secs), timeout=wait_secs, what="worker start")
             log.info("worker %s registered", self.node_id)
             await self._clean_up_storage()
             self._tasks = [
@@ -102,6 +100,19 @@ class Worker:
             ]
         finally:
             node_id_var.reset(token)
+
+    async def _join(self, wait_secs: float) -> None:
+        """Open the pool, take the node id, register: again from the top if the database
+        goes away meanwhile (the lock dies with its connection)."""
+        await self.db.open(timeout=wait_secs)  # waits for a database not up yet
+        self._lock_conn = await self._connect_and_lock(wait_secs)
+        try:
+            await register(self._lock_conn, self.node_id, build_info())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
+            self._lock_conn = None
+            raise
 
     async def _connect_and_lock(self, wait_secs: float = 0) -> psycopg.AsyncConnection[Any]:
         """A connection holding the node-id lock; transient connection failures are retried
