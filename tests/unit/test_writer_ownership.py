@@ -21,6 +21,7 @@ from ampd.storage import store as store_module
 from ampd.storage.parquet_writer import TableWriter, WriterSettings
 from ampd.storage.paths import TableLocation, new_revision
 from ampd.storage.store import LocalStore
+from support.writer_race import Block
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -47,14 +48,6 @@ def test_cancel_then_abort_at_any_moment_never_crashes(tmp_path: Path) -> None:
     seen = run_race("stress", str(tmp_path / "data"), "12")
     assert seen["staging_left"] == []
     assert seen["objects"] == seen["handed_out"]  # only files close_file returned remain
-
-
-class Block:
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.hash = f"0x{number + 1:064x}"
-        self.parent_hash = f"0x{number:064x}"
-        self.timestamp = number
 
 
 class SlowPutStore(LocalStore):
