@@ -70,28 +70,7 @@ async def test_missing_object(store):
     assert not await store.exists("a/b")
 
 
-async def test_list_by_prefix_sorted_without_staging(store):
-    for key in ["ns/ds/logs/r/2", "ns/ds/blocks/r/1", "ns/ds/blocks/r/0", "ns/other/x", "top"]:
-        await store.put_file(staged(store, b"ab"), key)
-    store.new_staging_file(".parquet").path.write_bytes(b"in progress")
-    assert [o.key for o in await store.list()] == [
-        "ns/ds/blocks/r/0",
-        "ns/ds/blocks/r/1",
-        "ns/ds/logs/r/2",
-        "ns/other/x",
-        "top",
-    ]
-    assert [o.key for o in await store.list("ns/ds/blocks/")] == [
-        "ns/ds/blocks/r/0",
-        "ns/ds/blocks/r/1",
-    ]
-    assert [o.key for o in await store.list("ns/d")] == [
-        "ns/ds/blocks/r/0",
-        "ns/ds/blocks/r/1",
-        "ns/ds/logs/r/2",
-    ]
-    assert await store.list("nothing/here/") == []
-    assert {o.size for o in await store.list()} == {2}
+# Listing by prefix is part of the store contract: tests/integration/test_cloud_store.py.
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "../up", "a/../b", "a//b", "a/./b", "a/"])

@@ -8,10 +8,8 @@ its blocking file-system calls in a thread.
 from __future__ import annotations  # `list` is also a method name here
 
 import asyncio
-import fcntl
 import os
 import shutil
-import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,10 +18,11 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
+from ampd.storage.staging import STAGING_GRACE_SECS, StagingArea, StagingFile
+
+__all__ = ["STAGING_GRACE_SECS", "StagingFile"]  # re-exported: writers and tests take them here
+
 STAGING_DIR = ".staging"
-# A staging file takes its lock within microseconds of being created; younger unlocked files
-# are left alone so that cleanup never races a writer between create and lock.
-STAGING_GRACE_SECS = 5.0
 
 
 class UnsupportedStore(NotImplementedError):
@@ -38,31 +37,6 @@ class ObjectNotFound(FileNotFoundError):
 class ObjectInfo:
     key: str
     size: int
-
-
-class StagingFile:
-    """A local file being written before it goes into the store.
-
-    It holds an exclusive `flock` from creation until `release`: the kernel drops the lock
-    when the process dies, so cleanup in any process can tell a live writer's file (locked)
-    from one whose writer is gone (unlocked), without guessing from its age.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        """Drop the lock (after the file was put into the store or deleted)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def discard(self) -> None:
-        """Delete the file, then drop the lock."""
-        self.path.unlink(missing_ok=True)
-        self.release()
 
 
 class ObjectStore(ABC):
@@ -118,7 +92,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser().resolve()
-        self._staging = self.root / STAGING_DIR
+        self._staging = StagingArea(self.root / STAGING_DIR)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -192,21 +166,10 @@ class LocalStore(ObjectStore):
         return self._path(key)
 
     def new_staging_file(self, suffix: str = "") -> StagingFile:
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return StagingFile(self._staging / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}")
+        return self._staging.new_file(suffix)
 
     async def cleanup_staging(self) -> int:
-        return await asyncio.to_thread(self._cleanup_staging)
-
-    def _cleanup_staging(self) -> int:
-        if not self._staging.is_dir():
-            return 0
-        cutoff = time.time() - STAGING_GRACE_SECS
-        removed = 0
-        for path in self._staging.iterdir():
-            if _remove_if_abandoned(path, cutoff):
-                removed += 1
-        return removed
+        return await asyncio.to_thread(self._staging.cleanup)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -236,31 +199,6 @@ def open_store(data_dir: str | os.PathLike) -> ObjectStore:
             "use a local directory or a file:// URL"
         )
     raise ValueError(f"data_dir {text!r}: unknown scheme {scheme!r}; expected a path or file://")
-
-
-def _remove_if_abandoned(path: Path, cutoff: float) -> bool:
-    """Delete a staging file if no process holds its lock (and it is past the grace time)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        if os.fstat(fd).st_mtime >= cutoff:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live writer holds it
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            return False
-        if same:  # still the file we locked, not a new one under the same name
-            path.unlink(missing_ok=True)
-            return True
-        return False
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
