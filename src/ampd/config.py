@@ -20,7 +20,8 @@ ENV_PREFIX = "AMP_CONFIG_"
 _COMPRESSION = re.compile(
     r"^(zstd(\((\d+)\))?|gzip(\((\d+)\))?|brotli(\((\d+)\))?|lz4|snappy|uncompressed)$"
 )
-_OBJECT_STORE_SCHEMES = ("s3://", "gs://", "file://")
+_OBJECT_STORE_SCHEMES = ("s3://", "gs://", "az://")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,254}$")
 
 
 class ConfigError(Exception):
@@ -108,9 +109,23 @@ class Config(_Section):
     def _addr(cls, value: str) -> str:
         return _check_addr(value)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if "://" not in value or value.startswith("file://"):
+            return value
+        scheme, _, rest = value.partition("://")
+        bucket = rest.split("/", 1)[0]
+        if f"{scheme}://" not in _OBJECT_STORE_SCHEMES or not _BUCKET.match(bucket):
+            raise ValueError(
+                "expected a path, file://PATH, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or "
+                "az://CONTAINER[/PREFIX]"
+            )
+        return value
+
     @property
     def is_local_data_dir(self) -> bool:
-        return not self.data_dir.startswith(("s3://", "gs://"))
+        return not self.data_dir.startswith(_OBJECT_STORE_SCHEMES)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -174,7 +189,7 @@ def load_config(
 
 
 def _resolve_path(value: str, base_dir: Path) -> str:
-    if value.startswith(_OBJECT_STORE_SCHEMES[:2]):
+    if value.startswith(_OBJECT_STORE_SCHEMES):
         return value.rstrip("/")
     if value.startswith("file://"):
         value = value[len("file://") :]

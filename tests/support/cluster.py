@@ -19,6 +19,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ampd.storage.store import open_store
 from support.anvil import DEV_ACCOUNTS, Anvil
 from support.chain import LOG_CONTRACT
 from support.procs import AMPD, Proc
@@ -224,7 +225,12 @@ class Cluster:
 
     def read_table(self, manifest_hash: str, table: str) -> pa.Table:
         files = [f for f in self.committed_files(manifest_hash) if f["table"] == table]
-        tables = [pq.read_table(self.data_dir / f["path"]) for f in files]
+        data_dir = str(self.settings.get("data_dir", ""))
+        if "://" in data_dir:  # an object store: read through it (the test's env configures it)
+            store = open_store(data_dir)
+            tables = [pq.read_table(store.open(f["path"])) for f in files]
+        else:
+            tables = [pq.read_table(self.data_dir / f["path"]) for f in files]
         return pa.concat_tables(tables) if tables else pa.table({})
 
     def completed_by(self, job_id: int) -> Counter[str]:

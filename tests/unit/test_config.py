@@ -66,10 +66,17 @@ def test_unset_dirs_default_beside_the_config_file(tmp_path: Path) -> None:
     )
 
 
-def test_object_store_data_dir_is_kept_as_url(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, 'data_dir = "s3://bucket/prefix/"\n'), env={})
-    assert config.data_dir == "s3://bucket/prefix"
+@pytest.mark.parametrize("url", ["s3://bucket/prefix/", "gs://bucket", "az://container/p"])
+def test_object_store_data_dir_is_kept_as_url(tmp_path: Path, url: str) -> None:
+    config = load_config(write(tmp_path, f'data_dir = "{url}"\n'), env={})
+    assert config.data_dir == url.rstrip("/")
     assert not config.is_local_data_dir
+
+
+@pytest.mark.parametrize("url", ["s3://", "ftp://host/x", "gs://Bad_Bucket!"])
+def test_malformed_data_dir_url_names_the_key(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match=r"'data_dir' = .*expected a path, file://PATH, s3://"):
+        load_config(write(tmp_path, f'data_dir = "{url}"\n'), env={})
 
 
 def test_defaults_match_the_spec(tmp_path: Path) -> None:

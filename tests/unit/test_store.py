@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ampd.storage.paths import TableLocation, file_name, new_revision, parse_file_name
-from ampd.storage.store import LocalStore, ObjectNotFound, UnsupportedStore, open_store
+from ampd.storage.store import LocalStore, ObjectNotFound, open_store
 
 
 @pytest.fixture
@@ -113,16 +113,23 @@ def test_open_store_relative_path_is_made_absolute(tmp_path, monkeypatch):
     assert store.root == tmp_path / "data"
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket/prefix"])
-def test_open_store_object_stores_not_supported_yet(url):
-    with pytest.raises(UnsupportedStore, match="not supported yet") as info:
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket", "az://container/a/b"])
+def test_open_store_object_store_urls(url, monkeypatch, tmp_path):
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "account")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    store = open_store(url)
+    assert store.url() == url and store.url("k/v") == f"{url}/k/v"
+    assert store.local_path("k/v") is None
+
+
+@pytest.mark.parametrize("url", ["s3://", "gs:///prefix"])
+def test_open_store_needs_a_bucket(url):
+    with pytest.raises(ValueError, match="data_dir .*expected"):
         open_store(url)
-    assert isinstance(info.value, NotImplementedError)
-    assert url in str(info.value)
 
 
 def test_open_store_unknown_scheme():
-    with pytest.raises(ValueError, match="unknown scheme 'ftp'"):
+    with pytest.raises(ValueError, match="unknown scheme 'ftp'.*s3://"):
         open_store("ftp://host/x")
 
 

@@ -46,8 +46,8 @@ def _fail(message: str) -> None:
 @click.option(
     "--data-dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the Parquet files go.",
+    help="Where the Parquet files go: a folder, file://, s3://BUCKET[/PREFIX], "
+    "gs://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX].",
 )
 @click.option("--start", "start", required=True, type=click.IntRange(min=0), help="First block.")
 @click.option(
@@ -109,7 +109,7 @@ def _fail(message: str) -> None:
 def dump(
     manifest_path: Path,
     providers_dir: Path,
-    data_dir: Path,
+    data_dir: str,
     start: int,
     end: int,
     namespace: str,
@@ -141,6 +141,7 @@ def dump(
             pool.start()
         else:
             pool = ProviderPool(providers)
+        store = open_store(data_dir)  # after the fork: a remote store's client starts threads
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")
     except (ProviderConfigError, InvalidCompression, ValueError) as exc:
@@ -149,7 +150,7 @@ def dump(
     revision = new_revision()
     target = ExtractionTarget(
         network=manifest.network,
-        store=open_store(data_dir),
+        store=store,
         writer=settings,
         table_prefixes={t: f"{namespace}/{dataset}/{t}/{revision}" for t in TABLES},
     )
@@ -160,7 +161,7 @@ def dump(
         )
     except RpcError as exc:
         _fail(str(exc))
-    summary["output"] = str(data_dir / namespace / dataset)
+    summary["output"] = store.url(f"{namespace}/{dataset}")
     click.echo(json.dumps(summary))
 
 

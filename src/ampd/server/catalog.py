@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
@@ -22,6 +21,7 @@ from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import TABLE_CHANGES_CHANNEL
 from ampd.providers.evm_rpc.schema import TABLES
+from ampd.storage.store import open_store
 
 log = get_logger("server")
 
@@ -31,7 +31,7 @@ DATASET_CHANGES_CHANNEL = "dataset_changes"
 @dataclass(frozen=True)
 class CommittedFile:
     id: int
-    path: str  # absolute local path
+    path: str  # absolute local path, or the object's URL in a remote data dir
     start_block: int
     end_block: int
     rows: int
@@ -51,6 +51,7 @@ class CatalogSnapshot:
 
     schemas: dict[str, RevisionTables] = field(default_factory=dict)
     version: int = 0
+    data_dir: str = ""  # where the files are: queries register its object store
 
     def datasets(self) -> set[str]:
         """The `ns/name` part of every schema."""
@@ -62,7 +63,8 @@ class Catalog:
 
     def __init__(self, db: MetadataDb, data_dir: str) -> None:
         self.db = db
-        self.data_dir = Path(data_dir)
+        self.data_dir = data_dir
+        self._store = open_store(data_dir)
         self._snapshot: CatalogSnapshot | None = None
         self._stale = True
         self._lock = asyncio.Lock()
@@ -119,7 +121,7 @@ class Catalog:
                 files.append(
                     CommittedFile(
                         id=row["id"],
-                        path=str(self.data_dir / row["path"]),
+                        path=self._location(row["path"]),
                         start_block=row["start_block"],
                         end_block=row["end_block"],
                         rows=row["row_count"],
@@ -147,4 +149,8 @@ class Catalog:
             if default is not None:
                 revisions[dataset] = tables_of(default)
         self._version += 1
-        return CatalogSnapshot(revisions, self._version)
+        return CatalogSnapshot(revisions, self._version, self.data_dir)
+
+    def _location(self, key: str) -> str:
+        local = self._store.local_path(key)
+        return str(local) if local is not None else self._store.url(key)

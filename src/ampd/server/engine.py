@@ -22,6 +22,7 @@ from datafusion.catalog import Catalog, Schema, Table
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.server.catalog import CatalogSnapshot, CommittedFile
+from ampd.server.object_stores import register_data_store
 
 log = get_logger("server")
 
@@ -203,6 +204,7 @@ def plan(
     )
     ctx = SessionContext(config, runtime)
     try:
+        register_data_store(ctx, snapshot.data_dir)
         _register(ctx, sql, snapshot, only)
         return ctx.sql_with_options(sql, _OPTIONS)
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all

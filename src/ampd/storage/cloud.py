@@ -108,7 +108,7 @@ def open_cloud_store(url: str) -> CloudStore:
     """A store for `s3://bucket[/prefix]`, `gs://bucket[/prefix]` or `az://container[/prefix]`,
     configured from the environment. Raises ValueError for a URL without a bucket."""
     scheme, _, rest = url.partition("://")
-    bucket, _, prefix = rest.strip("/").partition("/")
+    bucket, _, prefix = rest.rstrip("/").partition("/")
     if scheme not in SCHEMES or not bucket:
         raise ValueError(f"{url!r}: expected {scheme or 's3'}://BUCKET[/PREFIX]")
     from obstore.store import AzureStore, GCSStore, S3Store

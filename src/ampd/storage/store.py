@@ -1,4 +1,4 @@
-"""The data store: where Parquet files live. A local directory now, S3-compatible later.
+"""The data store: where Parquet files live. A local directory here; object stores in cloud.py.
 
 Keys are `/`-separated paths relative to the store's root (see `paths.py`). Every operation
 is async so that a remote store can slot in behind the same interface; the local store runs
@@ -23,10 +23,6 @@ from ampd.storage.staging import STAGING_GRACE_SECS, StagingArea, StagingFile
 __all__ = ["STAGING_GRACE_SECS", "StagingFile"]  # re-exported: writers and tests take them here
 
 STAGING_DIR = ".staging"
-
-
-class UnsupportedStore(NotImplementedError):
-    """A data_dir URL whose object store is not implemented yet."""
 
 
 class ObjectNotFound(FileNotFoundError):
@@ -179,10 +175,10 @@ class LocalStore(ObjectStore):
 
 
 def open_store(data_dir: str | os.PathLike) -> ObjectStore:
-    """The store for a `data_dir` setting: a local path or `file://` URL.
+    """The store for a `data_dir` setting: a local path, a `file://` URL, or an object store
+    (`s3://bucket[/prefix]`, `gs://bucket[/prefix]`, `az://container[/prefix]`).
 
-    Raises UnsupportedStore for `s3://` and `gs://` (not implemented yet) and ValueError for
-    other URL schemes.
+    Raises ValueError naming the setting for a malformed URL or an unknown scheme.
     """
     text = os.fspath(data_dir)
     scheme = urlparse(text).scheme if "://" in text else ""
@@ -193,12 +189,17 @@ def open_store(data_dir: str | os.PathLike) -> ObjectStore:
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"data_dir {text!r}: file URLs must name a local path")
         return LocalStore(unquote(parsed.path))
-    if scheme in ("s3", "gs"):
-        raise UnsupportedStore(
-            f"data_dir {text!r}: {scheme}:// object stores are not supported yet; "
-            "use a local directory or a file:// URL"
-        )
-    raise ValueError(f"data_dir {text!r}: unknown scheme {scheme!r}; expected a path or file://")
+    if scheme in ("s3", "gs", "az"):
+        from ampd.storage.cloud import open_cloud_store
+
+        try:
+            return open_cloud_store(text)
+        except ValueError as exc:
+            raise ValueError(f"data_dir {exc}") from None
+    raise ValueError(
+        f"data_dir {text!r}: unknown scheme {scheme!r}; expected a path, file://, s3://, gs:// "
+        "or az://"
+    )
 
 
 def _fsync_dir(path: Path) -> None:

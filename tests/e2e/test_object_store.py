@@ -1,0 +1,149 @@
+"""ampd on an S3 data dir (moto's S3 server on 127.0.0.1): a controller, workers and a query
+server that share nothing but the PostgreSQL URL and an `s3://` URL, each with a HOME and
+TMPDIR of its own, extract a job exactly, fail over a killed worker, and
+serve the node's counts; no process leaves a Parquet file on its local disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ampd.metadb.managed import ManagedPostgres
+from support.anvil import Anvil
+from support.cluster import Cluster, assert_exact_output, fill_chain
+from support.postgres import create_database, drop_database
+from support.procs import AMPD, run
+from support.s3 import S3Endpoint, moto_s3
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[tuple[Anvil, int]]:
+    with Anvil(hardfork="cancun") as anvil:
+        yield anvil, fill_chain(anvil, 300, txs_per_block=2)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Endpoint]:
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in s3.env.items():  # this process reads the output through them too
+        monkeypatch.setenv(name, value)
+    name = f"amp-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(name)
+    return name
+
+
+def host_env(root: Path, name: str, s3: S3Endpoint) -> tuple[dict[str, str], Path]:
+    """A process's own 'machine': a HOME and a TMPDIR of its own."""
+    home = root / f"host-{name}"
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    return {**s3.env, "HOME": str(home), "TMPDIR": str(home / "tmp")}, home
+
+
+def parquet_files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.parquet") if "ampd-staging" not in p.parts]
+
+
+def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    chain,
+    s3: S3Endpoint,
+    bucket: str,  # noqa: ANN001
+) -> None:
+    anvil, head = chain
+    url = create_database(pg_cluster)
+    data_dir = f"s3://{bucket}/amp/data"
+    cluster = Cluster(
+        tmp_path / "cluster",
+        url,
+        anvil,
+        {
+            "data_dir": data_dir,
+            "segment_blocks": 50,
+            "worker_timeout_secs": 3,
+            "provider": {"rate_limit_per_minute": 1200},
+        },
+    )
+    slow = {"AMP_EXTRACT_CHUNK_BLOCKS": "5", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"}
+    homes = []
+    try:
+        env, home = host_env(tmp_path, "controller", s3)
+        homes.append(home)
+        cluster.start_controller(env=env)
+        for node in ("w1", "w2", "w3"):
+            env, home = host_env(tmp_path, node, s3)
+            homes.append(home)
+            cluster.start_worker(node, env={**env, **slow})
+        manifest_hash = cluster.register()
+        job_id = cluster.deploy({"end_block": str(head), "parallelism": 6})
+        assert len(cluster.segments(job_id)) >= 6
+
+        def mid_segment() -> str | None:
+            for seg in cluster.segments(job_id):
+                if seg["status"] == "RUNNING" and seg["checkpoint_block"] is not None:
+                    return seg["node_id"]
+            return None
+
+        victim = cluster.wait_until(mid_segment, what="a worker mid-segment")
+        cluster.procs[victim].signal(signal.SIGKILL)
+        job = cluster.wait_job(job_id, timeout=180)
+        assert job["status"] == "COMPLETED", cluster.logs()
+        assert any(s["epoch"] >= 2 for s in cluster.segments(job_id)), "no failover happened"
+        counts = assert_exact_output(cluster, manifest_hash, 0, head)
+
+        env, home = host_env(tmp_path, "server", s3)
+        homes.append(home)
+        _, jsonl, _port = cluster.start_server(env=env)
+        answer = httpx.post(
+            jsonl,
+            content='SELECT count(*) AS n FROM "test/chain".transactions',
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        assert json.loads(answer.text.splitlines()[0])["n"] == counts["transactions"]
+    finally:
+        cluster.stop_all()
+        drop_database(pg_cluster, url)
+    for home in homes:  # nothing but (cleaned) staging on any process's own disk
+        assert parquet_files_under(home) == [], home
+        staging = home / "tmp" / "ampd-staging"
+        leftovers = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+        assert leftovers == [] or home.name == f"host-{victim}", leftovers
+    assert parquet_files_under(cluster.root) == []
+
+
+def test_dump_writes_to_s3(tmp_path: Path, chain, s3: S3Endpoint, bucket: str) -> None:  # noqa: ANN001
+    anvil, head = chain
+    providers = tmp_path / "providers"
+    providers.mkdir()
+    (providers / "anvil.toml").write_text(
+        f'kind = "evm-rpc"\nnetwork = "anvil"\nurl = "{anvil.url}"\n'
+    )
+    manifest = tmp_path / "chain.json"
+    manifest.write_text(json.dumps({"kind": "evm-rpc", "network": "anvil", "start_block": 0}))
+    env, home = host_env(tmp_path, "dump", s3)
+    result = run(
+        [AMPD, "dump", "--manifest", str(manifest), "--providers-dir", str(providers),
+         "--data-dir", f"s3://{bucket}/dumps", "--start", "0", "--end", "99"],
+        env=env,
+        cwd=home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["complete"] and summary["output"] == f"s3://{bucket}/dumps/_/chain"
+    assert parquet_files_under(home) == []
+    assert os.environ["AWS_ENDPOINT"] == s3.url
