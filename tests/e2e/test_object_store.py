@@ -1,7 +1,8 @@
 """ampd on an S3 data dir (moto's S3 server on 127.0.0.1): a controller, workers and a query
 server that share nothing but the PostgreSQL URL and an `s3://` URL, each with a HOME and
 TMPDIR of its own, extract a job exactly, fail over a killed worker, and
-serve the node's counts; no process leaves a Parquet file on its local disk."""
+serve the node's counts over JSON Lines and Flight; no process leaves a Parquet file on its
+local disk."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow.flight as flight
 import pytest
 
 from ampd.metadb.managed import ManagedPostgres
@@ -107,7 +109,7 @@ def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
 
         env, home = host_env(tmp_path, "server", s3)
         homes.append(home)
-        _, jsonl, _port = cluster.start_server(env=env)
+        _, jsonl, port = cluster.start_server(env=env)
         answer = httpx.post(
             jsonl,
             content='SELECT count(*) AS n FROM "test/chain".transactions',
@@ -115,6 +117,12 @@ def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
         )
         assert answer.status_code == 200, answer.text
         assert json.loads(answer.text.splitlines()[0])["n"] == counts["transactions"]
+        client = flight.connect(f"grpc://127.0.0.1:{port}")
+        sql = b'SELECT count(*) AS n FROM "test/chain".logs'
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql))
+        logs = client.do_get(info.endpoints[0].ticket).read_all()
+        assert logs.column("n")[0].as_py() == counts["logs"] > 0
+        client.close()
     finally:
         cluster.stop_all()
         drop_database(pg_cluster, url)
@@ -147,3 +155,31 @@ def test_dump_writes_to_s3(tmp_path: Path, chain, s3: S3Endpoint, bucket: str) -
     assert summary["complete"] and summary["output"] == f"s3://{bucket}/dumps/_/chain"
     assert parquet_files_under(home) == []
     assert os.environ["AWS_ENDPOINT"] == s3.url
+
+
+def test_a_missing_bucket_is_one_clear_line_and_nothing_is_written(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    chain,
+    s3: S3Endpoint,
+    bucket: str,  # noqa: ANN001
+) -> None:
+    anvil, _head = chain
+    url = create_database(pg_cluster)
+    missing = f"s3://no-such-{uuid.uuid4().hex[:8]}/amp"
+    cluster = Cluster(tmp_path / "cluster", url, anvil, {"data_dir": missing})
+    env, home = host_env(tmp_path, "w", s3)
+    try:
+        proc = cluster.start_worker("w1", env=env, wait=False)
+        assert proc.wait(60) == 1
+        errors = [line for line in proc.log().splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"data_dir {missing}" in errors[0], proc.log()
+        assert "NoSuchBucket" in errors[0], errors[0]
+        import psycopg
+
+        with psycopg.connect(url) as conn:  # the worker did not even register
+            assert conn.execute("SELECT count(*) FROM workers").fetchone()[0] == 0
+    finally:
+        cluster.stop_all()
+        drop_database(pg_cluster, url)
+    assert parquet_files_under(home) == []

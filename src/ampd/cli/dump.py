@@ -21,7 +21,7 @@ from ampd.providers.evm_rpc.schema import TABLES
 from ampd.runtime.signals import ShutdownSignal
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
 from ampd.storage.paths import new_revision
-from ampd.storage.store import open_store
+from ampd.storage.store import StoreUnavailable, open_store
 
 
 def _fail(message: str) -> None:
@@ -159,9 +159,10 @@ def dump(
         summary = asyncio.run(
             _run(pool, target, start, end, Tuning(chunk_blocks, chunks_in_flight), show)
         )
-    except RpcError as exc:
+    except (RpcError, StoreUnavailable) as exc:
         _fail(str(exc))
-    summary["output"] = store.url(f"{namespace}/{dataset}")
+    output = f"{namespace}/{dataset}"
+    summary["output"] = str(store.local_path(output) or store.url(output))  # a folder, or a URL
     click.echo(json.dumps(summary))
 
 
@@ -173,6 +174,7 @@ async def _run(
     async def commit(group: list[ClosedFile]) -> None:
         files.extend(group)
 
+    await target.store.check()
     await target.store.cleanup_staging()  # what killed writers left in this data dir
     total = end - start + 1
     began = time.monotonic()

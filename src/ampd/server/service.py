@@ -8,6 +8,7 @@ from ampd.metadb.db import MetadataDb
 from ampd.runtime.http import HttpService
 from ampd.server.catalog import Catalog
 from ampd.server.engine import Limits
+from ampd.storage.store import open_store
 
 log = get_logger("server")
 
@@ -29,6 +30,7 @@ class QueryServer:
     async def start(self) -> None:
         from ampd.server.jsonl import create_app
 
+        await open_store(self.config.data_dir).check()
         await self.db.open(timeout=self.config.metadata_db.connect_timeout_secs)
         await self.catalog.start()
         if "jsonl" in self.services:

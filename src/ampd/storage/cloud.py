@@ -18,10 +18,10 @@ from typing import Any
 
 import obstore
 import pyarrow as pa
-from obstore.exceptions import NotFoundError
+from obstore.exceptions import BaseError, NotFoundError
 
 from ampd.storage.staging import StagingArea, StagingFile
-from ampd.storage.store import ObjectInfo, ObjectNotFound, ObjectStore
+from ampd.storage.store import ObjectInfo, ObjectNotFound, ObjectStore, StoreUnavailable
 
 SCHEMES = ("s3", "gs", "az")
 # Parts of a multipart upload: object_store's default is 5 MiB, S3's minimum part size.
@@ -97,6 +97,14 @@ class CloudStore(ObjectStore):
     def url(self, key: str = "") -> str:
         return f"{self._url}/{key}" if key else self._url
 
+    async def check(self) -> None:
+        try:
+            stream = obstore.list(self._store, chunk_size=1)
+            async for _ in stream:
+                break
+        except (BaseError, OSError) as exc:
+            raise StoreUnavailable(f"data_dir {self._url}: {_reason(exc)}") from None
+
     def new_staging_file(self, suffix: str = "") -> StagingFile:
         return self._staging.new_file(suffix)
 
@@ -155,6 +163,16 @@ class _Reader:
         if not self.closed:
             self._reader.close()
             self.closed = True
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful line of an object_store error (they carry the whole request chain)."""
+    text = " ".join(str(exc).split())
+    for marker in ("NoSuchBucket", "ContainerNotFound", "AccessDenied", "InvalidAccessKeyId",
+                   "SignatureDoesNotMatch", "AuthenticationFailed", "connection refused"):  # fmt: skip
+        if marker.lower() in text.lower():
+            return f"{marker} ({type(exc).__name__}): {text[:300]}"
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def _check(key: str) -> str:

@@ -29,6 +29,10 @@ class ObjectNotFound(FileNotFoundError):
     """No object under this key."""
 
 
+class StoreUnavailable(OSError):
+    """The data store cannot be used (missing bucket, refused credentials, unreachable)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -71,6 +75,12 @@ class ObjectStore(ABC):
     def local_path(self, key: str) -> Path | None:
         """A path on this machine's file system for the object, when the store has one."""
         return None
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Make sure the store can be used before anything is written to it.
+
+        Raises StoreUnavailable with one line naming `data_dir`, the URL and the reason."""
 
     @abstractmethod
     def new_staging_file(self, suffix: str = "") -> StagingFile:
@@ -160,6 +170,10 @@ class LocalStore(ObjectStore):
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    async def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreUnavailable(f"data_dir {self.root}: exists and is not a folder")
 
     def new_staging_file(self, suffix: str = "") -> StagingFile:
         return self._staging.new_file(suffix)

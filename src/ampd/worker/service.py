@@ -85,10 +85,12 @@ class Worker:
     async def start(self) -> None:
         """Take the node id, register, start heartbeats, listening and reconciliation.
 
-        Raises WorkerError if the node id is in use; nothing is written in that case.
+        Raises WorkerError if the node id is in use, StoreUnavailable if the data store
+        cannot be used; nothing is written in either case.
         """
         token = node_id_var.set(self.node_id)  # tasks created below inherit it
         try:
+            await self.store.check()  # a missing bucket fails here, before anything is written
             wait_secs = self.config.metadata_db.connect_timeout_secs
             await retry_start(lambda: self._join(wait_secs), timeout=wait_secs, what="worker start")
             log.info("worker %s registered", self.node_id)
