@@ -59,9 +59,10 @@ class WriterConfig(_Section):
     max_row_group_mb: int = Field(512, ge=1)
     bytes: int = Field(2_147_483_648, ge=1)
     segment_flush_interval_secs: float = Field(600.0, gt=0)
+    # Memory for the query server's parsed Parquet footers of a remote data dir.
+    cache_size_mb: int = Field(1024, ge=0)
     # Accepted so that Amp's config files load unchanged; ampd does not use them.
     bloom_filters: bool | None = None
-    cache_size_mb: int | None = None
     overflow: str | None = None
     rows: int | None = None
     compactor: dict[str, Any] | None = None

@@ -1,6 +1,6 @@
 """ampd on an S3 data dir (moto's S3 server on 127.0.0.1): a controller, workers and a query
 server that share nothing but the PostgreSQL URL and an `s3://` URL, each with a HOME and
-TMPDIR of its own, extract a job exactly, fail over a killed worker, and
+TMPDIR of its own (and run in that HOME), extract a job exactly, fail over a killed worker, and
 serve the node's counts over JSON Lines and Flight; no process leaves a Parquet file on its
 local disk."""
 
@@ -49,7 +49,7 @@ def bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def host_env(root: Path, name: str, s3: S3Endpoint) -> tuple[dict[str, str], Path]:
-    """A process's own 'machine': a HOME and a TMPDIR of its own."""
+    """A process's own 'machine': a working directory, HOME and TMPDIR of its own."""
     home = root / f"host-{name}"
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     return {**s3.env, "HOME": str(home), "TMPDIR": str(home / "tmp")}, home
@@ -85,11 +85,11 @@ def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
     try:
         env, home = host_env(tmp_path, "controller", s3)
         homes.append(home)
-        cluster.start_controller(env=env)
+        cluster.start_controller(env=env, cwd=home)
         for node in ("w1", "w2", "w3"):
             env, home = host_env(tmp_path, node, s3)
             homes.append(home)
-            cluster.start_worker(node, env={**env, **slow})
+            cluster.start_worker(node, env={**env, **slow}, cwd=home)
         manifest_hash = cluster.register()
         job_id = cluster.deploy({"end_block": str(head), "parallelism": 6})
         assert len(cluster.segments(job_id)) >= 6
@@ -109,7 +109,7 @@ def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
 
         env, home = host_env(tmp_path, "server", s3)
         homes.append(home)
-        _, jsonl, port = cluster.start_server(env=env)
+        _, jsonl, port = cluster.start_server(env=env, cwd=home)
         answer = httpx.post(
             jsonl,
             content='SELECT count(*) AS n FROM "test/chain".transactions',

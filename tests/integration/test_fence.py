@@ -28,6 +28,7 @@ class File:
     bytes: int = 100
     key: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    footer: bytes = b""
 
     def __post_init__(self) -> None:
         self.key = self.key or f"ns/ds/{self.table}/r/{self.file_name}"

@@ -102,11 +102,14 @@ class Cluster:
 
     # -- processes --
 
-    def start_controller(self, name: str = "controller", env: dict[str, str] | None = None) -> Proc:
+    def start_controller(
+        self, name: str = "controller", env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
         proc = Proc(
             [AMPD, "--config", str(self.config_path), "controller"],
             self.root / f"{name}.log",
             env=env,
+            cwd=cwd,
         )
         self.procs[name] = proc
         match = proc.wait_for_log(r"admin API listening on (http://\S+)")
@@ -115,12 +118,17 @@ class Cluster:
         return proc
 
     def start_worker(
-        self, node_id: str, env: dict[str, str] | None = None, wait: bool = True
+        self,
+        node_id: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        cwd: Path | None = None,
     ) -> Proc:
         proc = Proc(
             [AMPD, "--config", str(self.config_path), "worker", "--node-id", node_id],
             self.root / f"{node_id}.log",
             env=env,
+            cwd=cwd,
         )
         self.procs[node_id] = proc
         if wait:
@@ -128,7 +136,7 @@ class Cluster:
         return proc
 
     def start_server(
-        self, name: str = "server", env: dict[str, str] | None = None
+        self, name: str = "server", env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> tuple[Proc, str, int]:
         """`ampd server` on free ports; returns the process, the JSON Lines URL, the Flight port."""
         ports = {"AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0", "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0"}
@@ -136,6 +144,7 @@ class Cluster:
             [AMPD, "--config", str(self.config_path), "server"],
             self.root / f"{name}.log",
             env={**ports, **(env or {})},
+            cwd=cwd,
         )
         self.procs[name] = proc
         jsonl = proc.wait_for_log(r"JSON Lines server listening on (http://\S+)").group(1)

@@ -15,6 +15,7 @@ from ampd.runtime import process_signals
 process_signals.install()
 
 import asyncio
+import gc
 import re
 import sys
 from pathlib import Path
@@ -238,7 +239,13 @@ cli.add_command(dump)
 
 
 def main() -> None:
-    cli(prog_name="ampd")
+    try:
+        cli(prog_name="ampd")
+    finally:
+        # Free what is left in reference cycles (object-store clients among it: Rust, with
+        # threads of their own) while the interpreter is whole. Freed during finalization,
+        # such a client can abort the process after its work is done.
+        gc.collect()
 
 
 if __name__ == "__main__":

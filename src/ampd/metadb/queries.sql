@@ -253,6 +253,13 @@ VALUES (%(table_revision_id)s, %(segment_id)s, %(file_name)s, %(path)s, %(object
         %(row_count)s, %(start_block)s, %(end_block)s, %(prev_hash)s, %(hash)s, %(metadata)s)
 RETURNING id;
 
+-- insert_footer --
+INSERT INTO footer_cache (file_id, footer) VALUES (%(file_id)s, %(footer)s);
+
+-- footers_of_files --
+-- The stored footers of these files (files committed without one are missing).
+SELECT file_id, footer FROM footer_cache WHERE file_id = ANY(%(ids)s);
+
 -- get_file --
 SELECT f.*, r.path AS revision_path FROM files f
 JOIN table_revisions r ON r.id = f.table_revision_id WHERE f.id = %(id)s;
@@ -301,7 +308,8 @@ ORDER BY r.table_name, f.start_block;
 
 -- catalog_files --
 -- Every active table revision with its live files (a table without files still appears).
-SELECT r.manifest_hash, r.table_name, f.id, f.path, f.start_block, f.end_block, f.row_count
+SELECT r.manifest_hash, r.table_name, f.id, f.path, f.start_block, f.end_block, f.row_count,
+       f.object_size
 FROM table_revisions r
 LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
 WHERE r.active

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
 
-from ampd.metadb.db import MetadataDb, fetch_all, fetch_one
+from ampd.metadb.db import MetadataDb, execute, fetch_all, fetch_one
 from ampd.metadb.jobs import JOB_CHANGES_CHANNEL, record_event
 
 # Channel that query servers LISTEN on to pick up newly committed files.
@@ -44,6 +44,7 @@ class CommittableFile(Protocol):
     key: str
     file_name: str
     metadata: dict[str, Any]
+    footer: bytes  # the Parquet footer (storage/footer.py); b"" when unknown
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class SegmentFence:
                     },
                 )
                 ids.append(row["id"])
+                if f.footer:
+                    await execute(conn, "insert_footer", {"file_id": row["id"], "footer": f.footer})
             await conn.execute(
                 "SELECT pg_notify(%s, %s)", (TABLE_CHANGES_CHANNEL, ",".join(map(str, ids)))
             )

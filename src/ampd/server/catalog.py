@@ -21,6 +21,8 @@ from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import TABLE_CHANGES_CHANNEL
 from ampd.providers.evm_rpc.schema import TABLES
+from ampd.server.footer_cache import FooterCache
+from ampd.storage.cloud import CloudStore
 from ampd.storage.store import open_store
 
 log = get_logger("server")
@@ -35,6 +37,8 @@ class CommittedFile:
     start_block: int
     end_block: int
     rows: int
+    key: str = ""  # the object key relative to the data dir
+    size: int = 0  # the object's size in bytes
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class CatalogSnapshot:
 
     schemas: dict[str, RevisionTables] = field(default_factory=dict)
     version: int = 0
-    data_dir: str = ""  # where the files are: queries register its object store
+    data_dir: str = ""  # where the files are
+    footers: FooterCache | None = None  # a remote data dir's cached footers (footer_cache.py)
 
     def datasets(self) -> set[str]:
         """The `ns/name` part of every schema."""
@@ -61,10 +66,15 @@ class CatalogSnapshot:
 class Catalog:
     """Keeps the current snapshot; `snapshot()` reloads it when it was marked stale."""
 
-    def __init__(self, db: MetadataDb, data_dir: str) -> None:
+    def __init__(self, db: MetadataDb, data_dir: str, *, cache_size_mb: int = 1024) -> None:
         self.db = db
         self.data_dir = data_dir
         self._store = open_store(data_dir)
+        self.footers = (
+            FooterCache(self._store, cache_size_mb * 1024 * 1024)
+            if isinstance(self._store, CloudStore)
+            else None
+        )
         self._snapshot: CatalogSnapshot | None = None
         self._stale = True
         self._lock = asyncio.Lock()
@@ -125,6 +135,8 @@ class Catalog:
                         start_block=row["start_block"],
                         end_block=row["end_block"],
                         rows=row["row_count"],
+                        key=row["path"],
+                        size=row["object_size"],
                     )
                 )
 
@@ -148,8 +160,13 @@ class Catalog:
             default = named.get("latest") or named.get("dev")
             if default is not None:
                 revisions[dataset] = tables_of(default)
+        if self.footers is not None:
+            live = [f for tables in by_hash.values() for files in tables.values() for f in files]
+            wanted = self.footers.missing(live)
+            rows = await self.db.fetch_all("footers_of_files", {"ids": wanted}) if wanted else []
+            await self.footers.load(live, {r["file_id"]: bytes(r["footer"]) for r in rows})
         self._version += 1
-        return CatalogSnapshot(revisions, self._version, self.data_dir)
+        return CatalogSnapshot(revisions, self._version, self.data_dir, self.footers)
 
     def _location(self, key: str) -> str:
         local = self._store.local_path(key)

@@ -22,7 +22,6 @@ from datafusion.catalog import Catalog, Schema, Table
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.server.catalog import CatalogSnapshot, CommittedFile
-from ampd.server.object_stores import register_data_store
 
 log = get_logger("server")
 
@@ -135,12 +134,17 @@ _REFERENCE = re.compile(
 )
 
 
-def _table(ctx: SessionContext, name: str, files: tuple[CommittedFile, ...]) -> Table:
-    """One table: the union of its committed Parquet files, read natively by DataFusion with
-    the extractor's schema (no footer inference)."""
+def _table(
+    ctx: SessionContext, name: str, files: tuple[CommittedFile, ...], snapshot: CatalogSnapshot
+) -> Table:
+    """One table: the union of its committed Parquet files with the extractor's schema (no
+    footer inference). Local files are read natively by DataFusion; a remote data dir's
+    through cached footers and ranged reads (footer_cache.py)."""
     schema = TABLES[name]
     if not files:
         return ctx.from_arrow(schema.empty_table()).into_view()
+    if snapshot.footers is not None:
+        return Table(snapshot.footers.dataset(schema, files))
     frame = None
     for f in files:
         part = ctx.read_parquet(f.path, schema=schema)
@@ -169,7 +173,7 @@ def _register(
         if schema_name not in schemas:
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
-        schemas[schema_name].register_table(table_name, _table(ctx, table_name, files))
+        schemas[schema_name].register_table(table_name, _table(ctx, table_name, files, snapshot))
     catalog.register_schema("public", Schema.memory_schema())
     ctx.register_catalog_provider("datafusion", catalog)
 
@@ -204,7 +208,6 @@ def plan(
     )
     ctx = SessionContext(config, runtime)
     try:
-        register_data_store(ctx, snapshot.data_dir)
         _register(ctx, sql, snapshot, only)
         return ctx.sql_with_options(sql, _OPTIONS)
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all

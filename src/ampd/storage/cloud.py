@@ -94,6 +94,19 @@ class CloudStore(ObjectStore):
             raise ObjectNotFound(f"no object {key!r} in {self.url()}") from None
         return pa.PythonFile(_Reader(reader), mode="r")
 
+    def open_sized(self, key: str, size: int) -> pa.NativeFile:
+        """Like `open`, for an object whose size is known: no request until the first read,
+        then one ranged GET per read (the query server reads from pyarrow's I/O threads)."""
+        return pa.PythonFile(_RangedObject(self, _check(key), size), mode="r")
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes `start .. start + length` of an object, in one request. Raises ObjectNotFound."""
+        try:
+            data = obstore.get_range(self._store, _check(key), start=start, length=length)
+        except (NotFoundError, FileNotFoundError):
+            raise ObjectNotFound(f"no object {key!r} in {self.url()}") from None
+        return data.to_bytes()
+
     def url(self, key: str = "") -> str:
         return f"{self._url}/{key}" if key else self._url
 
@@ -130,12 +143,58 @@ def open_cloud_store(url: str) -> CloudStore:
     return CloudStore(url, store)
 
 
-class _Reader:
-    """obstore's ranged reader, with the file attributes pyarrow's PythonFile asks for."""
+class _ReadOnlyFile:
+    """The file attributes pyarrow's PythonFile asks for, of a seekable read-only file."""
+
+    closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+
+class _RangedObject(_ReadOnlyFile):
+    """One object of known size as a file: each read is one ranged GET of that range."""
+
+    def __init__(self, store: CloudStore, key: str, size: int) -> None:
+        self._store = store
+        self._key = key
+        self._size = size
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._pos + size, self._size)
+        if end <= self._pos:
+            return b""
+        data = self._store.read_range(self._key, self._pos, end - self._pos)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Reader(_ReadOnlyFile):
+    """obstore's ranged reader, as a file."""
 
     def __init__(self, reader: Any) -> None:
         self._reader = reader
-        self.closed = False
 
     def read(self, size: int = -1) -> bytes:
         data = self._reader.read(size) if size is not None and size >= 0 else self._reader.read()
@@ -149,15 +208,6 @@ class _Reader:
 
     def size(self) -> int:
         return self._reader.size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
 
     def close(self) -> None:
         if not self.closed:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ampd.storage.file_metadata import BlockRange, FileMetadata, read_footer
+from ampd.storage.footer import InvalidFooter, footer_bytes
 from ampd.storage.paths import TableLocation, file_name
 from ampd.storage.store import ObjectStore, StagingFile
 
@@ -121,6 +122,7 @@ class ClosedFile:
     url: str
     file_name: str
     metadata: dict[str, Any]  # the footer's nozzle_metadata
+    footer: bytes = b""  # the file's footer bytes (storage/footer.py); empty if unknown
 
 
 class _OpenFile:
@@ -148,6 +150,7 @@ class _OpenFile:
         self.buffered_bytes = 0
         self.flushed_arrow_bytes = 0
         self.finished = False  # footer written; only the put into the store is left
+        self.footer = b""  # the footer's bytes, read back from the staging file
         self.stored: tuple[str, int] | None = None  # (key, size) once the put succeeded
 
     def estimated_bytes(self) -> int:
@@ -271,7 +274,7 @@ class TableWriter:
         )
         key, size = await self._exclusive(self._store_file, f, meta)
         self._file = None  # handed out: from here on the caller owns the object
-        return _closed_file(self.store, key, meta, f.rows, size)
+        return _closed_file(self.store, key, meta, f.rows, size, f.footer)
 
     async def abort(self) -> None:
         """Drop the open file: wait for the work in flight, then delete the staging file, or
@@ -350,6 +353,7 @@ class TableWriter:
         f.writer.close()
         if not f.sink.closed:
             f.sink.close()
+        f.footer = footer_bytes(f.path)
         f.finished = True
 
     def _check_blocks(self, blocks: Sequence[Block]) -> None:
@@ -395,16 +399,20 @@ async def read_closed_file(store: ObjectStore, key: str) -> ClosedFile:
     """
     size = await store.size(key)
 
-    def read() -> tuple[FileMetadata, int]:
+    def read() -> tuple[FileMetadata, int, bytes]:
         with store.open(key) as source:
-            return read_footer(source)
+            meta, rows = read_footer(source)
+            try:
+                return meta, rows, footer_bytes(source)
+            except InvalidFooter:  # readable by pyarrow after all: the cache does without
+                return meta, rows, b""
 
-    meta, rows = await asyncio.to_thread(read)
-    return _closed_file(store, key, meta, rows, size)
+    meta, rows, footer = await asyncio.to_thread(read)
+    return _closed_file(store, key, meta, rows, size, footer)
 
 
 def _closed_file(
-    store: ObjectStore, key: str, meta: FileMetadata, rows: int, size: int
+    store: ObjectStore, key: str, meta: FileMetadata, rows: int, size: int, footer: bytes
 ) -> ClosedFile:
     r = meta.range
     return ClosedFile(
@@ -420,6 +428,7 @@ def _closed_file(
         url=store.url(key),
         file_name=key.rsplit("/", 1)[-1],
         metadata=meta.nozzle_metadata(),
+        footer=footer,
     )
 
 

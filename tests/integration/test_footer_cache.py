@@ -1,0 +1,126 @@
+"""The query server's footer cache over a real S3 endpoint (moto): tables planned from footer
+bytes alone, files without a stored footer read once from the store, bad stored footers
+ignored, and eviction under the memory budget never changing an answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datafusion import SessionContext
+from datafusion.catalog import Table
+
+from ampd.server.catalog import CommittedFile
+from ampd.server.footer_cache import FooterCache
+from ampd.storage.cloud import CloudStore, open_cloud_store
+from ampd.storage.footer import InvalidFooter, footer_bytes, parse_footer
+from support.s3 import S3Endpoint, moto_s3
+
+SCHEMA = pa.schema([("block_num", pa.uint64(), False), ("value", pa.int64())])
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Endpoint]:
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def store(s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloudStore:
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    return open_cloud_store(f"s3://{bucket}/data")
+
+
+async def write(
+    store: CloudStore, file_id: int, first: int, rows: int
+) -> tuple[CommittedFile, bytes]:
+    """A committed-looking file of `rows` blocks from `first`, and its footer."""
+    staging = store.new_staging_file(".parquet")
+    numbers = list(range(first, first + rows))
+    table = pa.table({"block_num": pa.array(numbers, pa.uint64()), "value": numbers}, SCHEMA)
+    pq.write_table(table, staging.path, row_group_size=4)
+    footer = footer_bytes(staging.path)
+    staging.release()
+    key = f"t/{file_id:03}.parquet"
+    size = await store.put_file(staging.path, key)
+    return CommittedFile(file_id, store.url(key), first, first + rows - 1, rows, key, size), footer
+
+
+def query(cache: FooterCache, files: list[CommittedFile], sql: str) -> list[tuple]:
+    ctx = SessionContext()
+    ctx.register_table("t", Table(cache.dataset(SCHEMA, files)))
+    result = ctx.sql(sql).to_arrow_table()
+    return [tuple(row.values()) for row in result.to_pylist()]
+
+
+def test_footer_bytes_are_the_end_of_the_file_and_parse_back(tmp_path: Path) -> None:
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), path)
+    footer = footer_bytes(path)
+    assert path.read_bytes().endswith(footer)
+    assert parse_footer(footer).num_rows == 3
+    with pytest.raises(InvalidFooter, match="PAR1"):
+        parse_footer(footer[:-1])
+    with pytest.raises(InvalidFooter, match="does not match"):
+        parse_footer(footer[10:])
+    (tmp_path / "short").write_bytes(b"PAR1")
+    with pytest.raises(InvalidFooter, match="too short"):
+        footer_bytes(tmp_path / "short")
+
+
+async def test_tables_are_planned_from_stored_footers(store: CloudStore) -> None:
+    written = [await write(store, i, i * 10, 10) for i in range(1, 6)]
+    files = [f for f, _ in written]
+    cache = FooterCache(store, budget_bytes=1 << 30)
+    await cache.load(files, {f.id: footer for f, footer in written})
+    assert len(cache) == 5 and cache.missing(files) == []
+    assert query(cache, files, "SELECT count(*), sum(value) FROM t") == [(50, sum(range(10, 60)))]
+    assert query(cache, files, "SELECT block_num FROM t WHERE block_num = 42") == [(42,)]
+    assert cache.hits == 10 and cache.misses == 0
+    # Loading again changes nothing: ids never change.
+    await cache.load(files, {})
+    assert len(cache) == 5
+
+
+async def test_files_without_a_usable_stored_footer_are_read_from_the_store(
+    store: CloudStore,
+) -> None:
+    written = [await write(store, i, i * 10, 10) for i in range(1, 4)]
+    files = [f for f, _ in written]
+    stored = {written[0][0].id: written[0][1], written[1][0].id: b"not a footer"}  # none for 3
+    cache = FooterCache(store, budget_bytes=1 << 30)
+    await cache.load(files, stored)
+    assert len(cache) == 3
+    assert query(cache, files, "SELECT count(*), min(block_num), max(block_num) FROM t") == [
+        (30, 10, 39)
+    ]
+    assert cache.misses == 0
+
+
+async def test_eviction_keeps_the_budget_and_the_answers(store: CloudStore) -> None:
+    written = [await write(store, i, i * 10, 10) for i in range(1, 7)]
+    files = [f for f, _ in written]
+    one = len(written[0][1])
+    cache = FooterCache(store, budget_bytes=2 * one + one // 2)  # room for two
+    await cache.load(files, {f.id: footer for f, footer in written})
+    assert len(cache) == 2 and cache.weight <= cache.budget
+    assert cache.missing(files) == [f.id for f in files[:4]]  # the oldest went first
+    assert query(cache, files, "SELECT count(*), sum(value) FROM t") == [(60, sum(range(10, 70)))]
+    assert cache.misses == 4 and cache.hits == 2
+
+
+async def test_empty_files_and_an_unknown_key(store: CloudStore) -> None:
+    written, footer = await write(store, 1, 0, 0)
+    cache = FooterCache(store, budget_bytes=1 << 20)
+    await cache.load([written], {written.id: footer})
+    assert query(cache, [written], "SELECT count(*) FROM t") == [(0,)]
+    with pytest.raises(FileNotFoundError, match="not a committed file"):
+        cache.fs.open_input_file("t/never-committed.parquet")
