@@ -1,6 +1,8 @@
-"""`ampd dump` onto each cloud (moto's S3, Azurite, fake-gcs-server): the process writes its
-Parquet files straight to the bucket, none to its own disk, and the query path (DataFusion's
-object store for that cloud) reads back exactly the node's blocks, transactions and logs."""
+"""ampd on each cloud's data dir (moto's S3, Azurite, fake-gcs-server): `ampd dump` writes
+its Parquet files straight to the bucket, none to its own disk, and the query path
+(DataFusion's object store for that cloud) reads back exactly the node's blocks,
+transactions and logs; a controller, a worker and a query server that share only the
+PostgreSQL URL and the bucket's URL extract a job exactly and answer SQL over it."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from datafusion import SessionContext
 
+from ampd.metadb.managed import ManagedPostgres
 from ampd.server import object_stores
 from ampd.server.object_stores import register_data_store
 from ampd.storage.cloud import open_cloud_store
 from support.anvil import Anvil
 from support.clouds import SCHEMES, endpoint, new_bucket
-from support.cluster import fill_chain
+from support.cluster import Cluster, assert_exact_output, fill_chain
 from support.expected import expected_tables, fetch_raw
+from support.postgres import create_database, drop_database
 from support.procs import AMPD, run
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -82,3 +87,43 @@ async def test_dump_writes_to_the_bucket_and_the_query_path_reads_it(
         numbers[table] = sorted(n for t in read for n in t.column(0).to_pylist())
         assert len(numbers[table]) == expected > 0, (table, files)
     assert numbers["blocks"] == list(range(LAST_BLOCK + 1))
+
+
+def test_a_cluster_on_the_bucket_extracts_exactly_and_serves(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    chain: tuple[Anvil, dict[str, int]],
+    cloud: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    anvil, counts = chain
+    scheme, running = cloud
+    bucket = new_bucket(running, monkeypatch)
+    url = create_database(pg_cluster)
+    settings = {"data_dir": f"{scheme}://{bucket}/amp", "segment_blocks": 20}
+    cluster = Cluster(tmp_path / "cluster", url, anvil, settings)
+    homes = {name: tmp_path / f"host-{name}" for name in ("controller", "w1", "server")}
+    envs = {}
+    for name, home in homes.items():  # each process a HOME and TMPDIR of its own
+        (home / "tmp").mkdir(parents=True)
+        envs[name] = {**running.env, "HOME": str(home), "TMPDIR": str(home / "tmp")}
+    try:
+        cluster.start_controller(env=envs["controller"])
+        cluster.start_worker("w1", env=envs["w1"])
+        manifest_hash = cluster.register()
+        job_id = cluster.deploy({"end_block": str(LAST_BLOCK), "parallelism": 3})
+        job = cluster.wait_job(job_id, timeout=180)
+        assert job["status"] == "COMPLETED", cluster.logs()
+        assert assert_exact_output(cluster, manifest_hash, 0, LAST_BLOCK) == counts
+
+        _, jsonl, _ = cluster.start_server(env=envs["server"])
+        sql = 'SELECT count(*) AS n, max(block_num) AS hi FROM "test/chain".transactions'
+        answer = httpx.post(jsonl, content=sql, timeout=60)
+        assert answer.status_code == 200, answer.text
+        row = json.loads(answer.text.splitlines()[0])
+        assert row == {"n": counts["transactions"], "hi": LAST_BLOCK}, row
+    finally:
+        cluster.stop_all()
+        drop_database(pg_cluster, url)
+    for home in homes.values():
+        assert [p for p in home.rglob("*.parquet") if "ampd-staging" not in p.parts] == [], home
