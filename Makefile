@@ -1,4 +1,4 @@
-# Every target creates .venv and fetches anvil on first use; later runs reuse them.
+# Every target creates .venv and fetches anvil and Azurite on first use; later runs reuse them.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,12 +7,15 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 ANVIL_VERSION := 1.7.1
 ANVIL := $(TOOLS)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+# 3.35 is the last Azurite that runs on Node 20 (3.36 and later ask for Node 21 or 22).
+AZURITE_VERSION := 3.35.0
+AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 .PHONY: setup test test-unit test-integration test-e2e demo bench soak lint clean
 
-setup: $(STAMP) $(ANVIL)
+setup: $(STAMP) $(ANVIL) $(AZURITE)
 	@$(PY) -m compileall -q src  # cached bytecode: commands start without compiling ampd
 
 $(STAMP): pyproject.toml
@@ -26,6 +29,13 @@ $(ANVIL):
 	npm install --silent --no-audit --no-fund --no-package-lock --prefix $(TOOLS) \
 		@foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION) @foundry-rs/cast-linux-amd64@$(ANVIL_VERSION)
 	@test -x $(ANVIL)
+
+# After anvil: two npm installs into one prefix must not run at once (make -j). The exact
+# version is saved so that a later install in $(TOOLS) does not move Azurite past Node 20.
+$(AZURITE): | $(ANVIL)
+	npm install --silent --no-audit --no-fund --no-package-lock --save-exact --prefix $(TOOLS) \
+		azurite@$(AZURITE_VERSION)
+	@test -x $(AZURITE)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests

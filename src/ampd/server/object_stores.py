@@ -32,16 +32,24 @@ def _store(scheme: str, bucket: str) -> Any:
             secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
             session_token=env.get("AWS_SESSION_TOKEN"),
             endpoint=env.get("AWS_ENDPOINT"),
-            allow_http=env.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"),
+            allow_http=_flag("AWS_ALLOW_HTTP"),
         )
     if scheme == "gs":
-        return GoogleCloud(
-            bucket_name=bucket, service_account_path=env.get("GOOGLE_SERVICE_ACCOUNT_PATH")
-        )
+        # DataFusion's GCS store reads no variables itself: the service-account file (which
+        # may also carry `gcs_base_url` and `disable_oauth`, for an emulator) is passed on.
+        path = env.get("GOOGLE_SERVICE_ACCOUNT_PATH") or env.get("GOOGLE_SERVICE_ACCOUNT")
+        return GoogleCloud(bucket_name=bucket, service_account_path=path)
     if scheme == "az":
+        # The other AZURE_* variables (AZURITE_BLOB_STORAGE_URL too) it reads on its own.
         return MicrosoftAzure(
             container_name=bucket,
             account=env.get("AZURE_STORAGE_ACCOUNT_NAME"),
             access_key=env.get("AZURE_STORAGE_ACCOUNT_KEY"),
+            use_emulator=_flag("AZURE_STORAGE_USE_EMULATOR"),
+            allow_http=_flag("AZURE_ALLOW_HTTP"),
         )
     raise ValueError(f"data_dir {scheme}://{bucket}: unknown object store scheme {scheme!r}")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -218,8 +218,11 @@ class _Reader(_ReadOnlyFile):
 def _reason(exc: BaseException) -> str:
     """The useful line of an object_store error (they carry the whole request chain)."""
     text = " ".join(str(exc).split())
+    # S3 and GCS (XML API) name a missing bucket NoSuchBucket; Azure answers a wrong key
+    # with AuthenticationFailed, Azurite with AuthorizationFailure.
     for marker in ("NoSuchBucket", "ContainerNotFound", "AccessDenied", "InvalidAccessKeyId",
-                   "SignatureDoesNotMatch", "AuthenticationFailed", "connection refused"):  # fmt: skip
+                   "SignatureDoesNotMatch", "AuthenticationFailed", "AuthorizationFailure",
+                   "connection refused"):  # fmt: skip
         if marker.lower() in text.lower():
             return f"{marker} ({type(exc).__name__}): {text[:300]}"
     return f"{type(exc).__name__}: {text[:300]}"
