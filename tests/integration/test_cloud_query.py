@@ -1,6 +1,6 @@
 """The query server's read path on each cloud: a Parquet file written through CloudStore is
-read back by DataFusion's own object store for that cloud (`server/object_stores.py`),
-configured from the same environment variables."""
+planned from its footer (stored, or read once from the store) and scanned by DataFusion
+with ranged reads (`server/footer_cache.py`), configured from the environment variables."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datafusion import SessionContext
+from datafusion.catalog import Table
 
-from ampd.server import object_stores
-from ampd.server.object_stores import register_data_store
+from ampd.server.catalog import CommittedFile
+from ampd.server.footer_cache import FooterCache
 from ampd.storage.cloud import open_cloud_store
+from ampd.storage.footer import footer_bytes
 from support.clouds import SCHEMES, endpoint, new_bucket
 
 
@@ -25,15 +27,9 @@ def cloud(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
         yield request.param, running
 
 
-@pytest.fixture(autouse=True)
-def fresh_stores() -> Iterator[None]:
-    object_stores._store.cache_clear()  # each endpoint has a port of its own
-    yield
-    object_stores._store.cache_clear()
-
-
+@pytest.mark.parametrize("footer_stored", [True, False], ids=["stored-footer", "store-footer"])
 async def test_datafusion_reads_what_the_store_wrote(
-    cloud: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cloud: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, footer_stored: bool
 ) -> None:
     scheme, running = cloud
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -47,15 +43,19 @@ async def test_datafusion_reads_what_the_store_wrote(
     )
     staging = store.new_staging_file(".parquet")
     pq.write_table(table, staging.path, row_group_size=100)  # several ranged reads
+    footer = footer_bytes(staging.path)
     staging.release()
     key = "ns/ds/blocks/r/000000000-0000000000000000.parquet"
-    await store.put_file(staging.path, key)
+    size = await store.put_file(staging.path, key)
 
+    file = CommittedFile(1, store.url(key), 0, 499, 500, key, size)
+    cache = FooterCache(store, budget_bytes=1 << 20)
+    await cache.load([file], {1: footer} if footer_stored else {})
+    assert len(cache) == 1
     ctx = SessionContext()
-    register_data_store(ctx, data_dir)
-    rows = ctx.read_parquet(store.url(key)).sort("block_num").to_arrow_table()
-    assert rows.cast(table.schema).equals(table)  # strings come back as string_view
-    ctx.register_parquet("blocks", store.url(key))
+    ctx.register_table("blocks", Table(cache.dataset(table.schema, [file])))
+    rows = ctx.sql("SELECT * FROM blocks ORDER BY block_num").to_arrow_table()
+    assert rows.equals(table)
     answer = ctx.sql(
         "SELECT count(*) AS n, max(block_num) AS top FROM blocks WHERE block_num >= 250"
     )
