@@ -154,6 +154,7 @@ def chain_node(plan: ChainPlan, use_cache: bool, rebuild: bool, info: dict):
     if cached is None:
         state, meta = cache_paths(WORK, plan)
         partial = state.with_name(state.name + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)  # absent in a fresh clone
         try:
             with Anvil(WORK / "anvil-build.log", no_mining=True, dump_state=partial) as anvil:
                 chain = _build(plan, anvil)
