@@ -1,4 +1,5 @@
-"""`make bench`: extraction by `ampd dump` against a floor and peers, then query serving scans.
+"""`make bench`: extraction by `ampd dump` against a floor and peers, query serving scans, and
+the same work on the local disk against an S3 endpoint.
 
 One run: build (or load from bench/work/) an anvil chain whose every block holds contract
 calls with logs and transfers. The extract stage runs, on the same block ranges, each tool
@@ -6,6 +7,8 @@ as a measured subprocess: the floor (bench/floor.py: fetch and decode, nothing m
 dump`, cryo and ethereum-etl (in their own virtualenv, bench/work/peers-venv). The query
 stage (bench/serving.py) has `ampd solo` extract the chain and times full-table scans
 through its JSON Lines and Arrow Flight endpoints against DataFusion over the same files.
+The store stage (bench/store_stage.py) runs `ampd dump`, a one-worker job, full scans and a
+COUNT(*) over 1,000 files on the local disk and on moto's S3 server, and checks S3's targets.
 Prints the tables, writes bench/results/<UTC time>.json and latest.json, and refreshes the
 results sections of docs/benchmarks.md. See that document for what is measured and every flag.
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 import pyarrow
 import report
 import serving
+import store_stage
 import tools
 from anvil import Anvil, AnvilError, anvil_version
 from chain import Chain, ChainPlan, cache_paths, fill, read_meta, verify, write_meta
@@ -39,7 +43,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
-ALL_STAGES = ("extract", "query")
+ALL_STAGES = ("extract", "query", "store")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -154,6 +158,7 @@ def chain_node(plan: ChainPlan, use_cache: bool, rebuild: bool, info: dict):
     if cached is None:
         state, meta = cache_paths(WORK, plan)
         partial = state.with_name(state.name + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)  # absent in a fresh clone
         try:
             with Anvil(WORK / "anvil-build.log", no_mining=True, dump_state=partial) as anvil:
                 chain = _build(plan, anvil)
@@ -324,7 +329,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stages",
         default=",".join(ALL_STAGES),
         help="extract: the tools on each size; query: full scans through ampd solo's "
-        "endpoints (default: %(default)s)",
+        "endpoints; store: dump, a job and scans on the local disk vs S3 (moto) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--tools",
@@ -380,6 +386,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tables the query stage scans, comma-separated (default: %(default)s)",
     )
     p.add_argument(
+        "--store-size",
+        type=int,
+        help="blocks the store stage dumps, extracts and scans (default: the smallest of --sizes)",
+    )
+    p.add_argument(
         "--tune-floor",
         action="store_true",
         help="first sweep the floor's batch size and concurrency and use the fastest",
@@ -430,6 +441,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--query-size must be a positive block count")
     if args.query_size is None:
         args.query_size = max(args.sizes)
+    if args.store_size is not None and args.store_size < 1:
+        p.error("--store-size must be a positive block count")
+    if args.store_size is None:
+        args.store_size = min(args.sizes)
     return args
 
 
@@ -535,6 +550,36 @@ def run_query(
     return section
 
 
+def run_store(
+    args: argparse.Namespace, anvil: Anvil, chain: Chain, batch_size: int, concurrency: int
+) -> dict:
+    """The store stage on the first `--store-size` blocks; a failure is recorded, not raised."""
+    size = args.store_size
+    manifest_path = WORK / "ampd" / "anvil.json"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_source = tools.write_manifest(manifest_path)
+    provider = {"rpc_batch_size": batch_size, "concurrent_request_limit": concurrency}
+    first, last = chain.first, chain.first + size - 1
+    try:
+        section = store_stage.run_stage(
+            work=WORK / "store",
+            node=anvil,
+            first_block=first,
+            last_block=last,
+            repeat=args.repeat,
+            provider=provider,
+            manifest=json.loads(manifest_path.read_text()),
+            timeout=args.timeout or 300 + 0.02 * size,
+            measured=_measured,
+            log=log,
+        )
+    except (store_stage.StoreError, store_stage.S3EndpointError) as exc:
+        log(f"store stage failed: {str(exc).splitlines()[0]}")
+        return {"status": "failed", "error": str(exc), "range": [first, last]}
+    section.update(status="ok", error=None, manifest=manifest_source)
+    return section
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
     raise KeyboardInterrupt
@@ -549,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     WORK.mkdir(parents=True, exist_ok=True)
     extracting, querying = "extract" in args.stages, "query" in args.stages
+    storing = "store" in args.stages
     if extracting:
         sizes = ", ".join(f"{s:,}" for s in args.sizes)
         log(f"extract stage: {', '.join(args.tools)} on {sizes} blocks")
@@ -556,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"query stage: full scans of {', '.join(args.query_tables)} on {args.query_size:,} blocks"
         )
+    if storing:
+        log(f"store stage: local disk vs S3 (moto) on {args.store_size:,} blocks")
 
     floor_batch, floor_conc = args.floor_batch_size, args.floor_concurrency
     selected = _tools_for(args, floor_batch, floor_conc) if extracting else {}
@@ -563,10 +611,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"ampd dump: {selected['ampd'].unavailable}")
 
     needed = (args.sizes if extracting else []) + ([args.query_size] if querying else [])
+    # The store stage's COUNT(*) job reads blocks 0..COUNT_FILES-1, one file per block.
+    needed += [args.store_size, store_stage.COUNT_FILES] if storing else []
     plan = ChainPlan(max(needed))
     chain_info: dict = {}
     runs: list[dict] = []
-    query = None
+    query = store = None
     tuning = None
     try:
         with chain_node(plan, not args.no_cache, args.rebuild, chain_info) as (anvil, chain):
@@ -585,6 +635,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs = run_extraction(args, selected, anvil, chain)
             if querying:
                 query = run_query(
+                    args,
+                    anvil,
+                    chain,
+                    args.ampd_batch_size or floor_batch,
+                    args.ampd_concurrency or floor_conc,
+                )
+            if storing:
+                store = run_store(
                     args,
                     anvil,
                     chain,
@@ -617,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             else None,
             "pyarrow": pyarrow.__version__,
             "datafusion": _datafusion_version(),
+            "moto": store_stage.moto_version() if storing else None,
         },
         "chain": chain_info,
         "settings": {
@@ -628,10 +687,12 @@ def main(argv: list[str] | None = None) -> int:
             "floor_tuning": tuning,
             "query_size": args.query_size if querying else None,
             "query_tables": args.query_tables if querying else [],
+            "store_size": args.store_size if storing else None,
         },
         "runs": runs,
         "comparisons": comps,
         "query": query,
+        "store": store,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -642,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         report.print_console(runs, comps)
     if query is not None:
         report.print_query_console(query)
+    if store is not None:
+        report.print_store_console(store)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
@@ -661,7 +724,7 @@ def _newest_with(stage: str) -> dict | None:
         data = json.loads(path.read_text())
         if stage == "extract" and data.get("runs"):
             return data
-        if stage == "query" and data.get("query"):
+        if stage in ("query", "store") and data.get(stage):
             return data
     return None
 
@@ -673,6 +736,7 @@ def _render_doc(data: dict | None) -> int:
     for stage, render, markers in (
         ("extract", report.markdown, report.EXTRACT_MARKERS),
         ("query", report.query_markdown, report.QUERY_MARKERS),
+        ("store", report.store_markdown, report.STORE_MARKERS),
     ):
         source = _newest_with(stage) if data is None else data
         if source is None or stage not in source.get("stages", ["extract"]):
@@ -682,7 +746,7 @@ def _render_doc(data: dict | None) -> int:
             return 1
         sections.append(stage)
     if sections:
-        log(f"updated the {' and '.join(sections)} results in {DOC.relative_to(REPO)}")
+        log(f"updated the {', '.join(sections)} results in {DOC.relative_to(REPO)}")
     return 0
 
 
