@@ -110,7 +110,7 @@ class Config(_Section):
     def _addr(cls, value: str) -> str:
         return _check_addr(value)
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "providers_dir", "manifests_dir")
     @classmethod
     def _store_url(cls, value: str) -> str:
         if "://" not in value or value.startswith("file://"):

@@ -40,11 +40,9 @@ class SoloOptions:
 def prepare_amp_dir(amp_dir: Path, config: Config) -> None:
     """Create the amp dir and the local folders the config points at."""
     amp_dir.mkdir(parents=True, exist_ok=True)
-    folders = [config.providers_dir, config.manifests_dir]
-    if config.is_local_data_dir:
-        folders.append(config.data_dir)
-    for folder in folders:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    for folder in (config.providers_dir, config.manifests_dir, config.data_dir):
+        if "://" not in folder:  # object-store URLs need no folders
+            Path(folder).mkdir(parents=True, exist_ok=True)
 
 
 def _lock_amp_dir(amp_dir: Path) -> int:

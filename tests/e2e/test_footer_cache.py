@@ -10,8 +10,8 @@ import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import boto3
 import httpx
 import psycopg
 import pytest
@@ -20,7 +20,7 @@ from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, assert_exact_output, fill_chain
 from support.postgres import create_database, drop_database
-from support.s3 import REGION, moto_s3
+from support.s3 import moto_s3
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -64,7 +64,7 @@ def test_queries_plan_from_footers_kept_in_the_metadata_db(
             job_id = cluster.deploy({"end_block": str(head)})
             assert cluster.wait_job(job_id, timeout=180)["status"] == "COMPLETED", cluster.logs()
             counts = assert_exact_output(cluster, manifest_hash, 0, head)
-            check_footers(url, s3.url, bucket, min_files=3 * (head + 1) // 5)
+            check_footers(url, s3.client(), bucket, min_files=3 * (head + 1) // 5)
             _, jsonl, _ = cluster.start_server(env=s3.env)
         # The endpoint is gone: only the metadata DB is left.
         for table in ("blocks", "transactions", "logs"):
@@ -81,7 +81,7 @@ def test_queries_plan_from_footers_kept_in_the_metadata_db(
         drop_database(pg_cluster, url)
 
 
-def check_footers(url: str, endpoint: str, bucket: str, min_files: int) -> None:
+def check_footers(url: str, client: Any, bucket: str, min_files: int) -> None:
     """A footer per committed file, equal to the last bytes of the object."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -89,13 +89,6 @@ def check_footers(url: str, endpoint: str, bucket: str, min_files: int) -> None:
             "LEFT JOIN footer_cache c ON c.file_id = f.id WHERE f.retired_at IS NULL"
         ).fetchall()
     assert len(rows) >= min_files
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
     for key, size, footer in rows:
         assert footer is not None, f"no footer stored for {key}"
         footer = bytes(footer)

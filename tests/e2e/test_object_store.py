@@ -21,7 +21,7 @@ from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, assert_exact_output, fill_chain
 from support.postgres import create_database, drop_database
-from support.procs import AMPD, run
+from support.procs import AMPD, Proc, run
 from support.s3 import S3Endpoint, moto_s3
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -183,3 +183,96 @@ def test_a_missing_bucket_is_one_clear_line_and_nothing_is_written(
         cluster.stop_all()
         drop_database(pg_cluster, url)
     assert parquet_files_under(home) == []
+
+
+def test_providers_and_manifests_dirs_in_the_bucket(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    chain,
+    s3: S3Endpoint,
+    bucket: str,  # noqa: ANN001
+) -> None:
+    """All three `*_dir` keys as s3:// URLs: manifests registered from the bucket at start,
+    providers created, listed, read and deleted there over the Admin API, and a worker that
+    reads its provider from the bucket extracts a job exactly."""
+    anvil, _head = chain
+    url = create_database(pg_cluster)
+    root = f"s3://{bucket}/amp"
+    client = s3.client()
+    client.put_object(
+        Bucket=bucket,
+        Key="amp/manifests/tokens.json",
+        Body=b'{"kind": "evm-rpc", "network": "anvil", "start_block": 7}',
+    )
+    client.put_object(Bucket=bucket, Key="amp/manifests/broken.json", Body=b'{"kind": 1}')
+    settings = {
+        "data_dir": f"{root}/data",
+        "providers_dir": f"{root}/providers",
+        "manifests_dir": f"{root}/manifests",
+        "segment_blocks": 50,
+    }
+    cluster = Cluster(tmp_path / "cluster", url, anvil, settings)
+    env, home = host_env(tmp_path, "controller", s3)
+    try:
+        controller = cluster.start_controller(env=env, cwd=home)
+        with cluster.api() as api:
+            revision = api.get("/datasets/_/tokens/versions/dev")
+            assert revision.status_code == 200 and revision.json()["start_block"] == 7
+            assert "broken.json" in controller.log()
+            assert api.get("/providers").json() == {"providers": []}
+            created = api.post(
+                "/providers",
+                json={"name": "node", "kind": "evm-rpc", "network": "anvil", "url": anvil.url},
+            )
+            assert created.status_code == 201, created.text
+            assert api.get("/providers/node").json()["url"] == anvil.url
+            assert [p["name"] for p in api.get("/providers").json()["providers"]] == ["node"]
+        stored = client.get_object(Bucket=bucket, Key="amp/providers/node.toml")["Body"].read()
+        assert anvil.url.encode() in stored
+
+        wenv, whome = host_env(tmp_path, "w1", s3)
+        cluster.start_worker("w1", env=wenv, cwd=whome)
+        manifest_hash = cluster.register()
+        job_id = cluster.deploy({"end_block": "99"})
+        assert cluster.wait_job(job_id, timeout=120)["status"] == "COMPLETED", cluster.logs()
+        assert_exact_output(cluster, manifest_hash, 0, 99)
+
+        with cluster.api() as api:
+            assert api.delete("/providers/node").status_code == 204
+            assert api.get("/providers/node").status_code == 404
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="amp/providers/")
+        assert listed.get("KeyCount", 0) == 0
+    finally:
+        cluster.stop_all()
+        drop_database(pg_cluster, url)
+    assert parquet_files_under(home) == [] and parquet_files_under(whome) == []
+
+
+def test_an_unreachable_providers_dir_is_one_clear_line(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    chain,
+    s3: S3Endpoint,
+    bucket: str,  # noqa: ANN001
+) -> None:
+    anvil, _head = chain
+    url = create_database(pg_cluster)
+    missing = f"s3://no-such-{uuid.uuid4().hex[:8]}/providers"
+    settings = {"data_dir": f"s3://{bucket}/data", "providers_dir": missing}
+    cluster = Cluster(tmp_path / "cluster", url, anvil, settings)
+    env, home = host_env(tmp_path, "controller", s3)
+    try:
+        proc = Proc(
+            [AMPD, "--config", str(cluster.config_path), "controller"],
+            tmp_path / "controller.log",
+            env=env,
+            cwd=home,
+        )
+        cluster.procs["controller"] = proc  # stopped by stop_all if it did not exit
+        assert proc.wait(60) == 1
+        errors = [line for line in proc.log().splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"providers_dir {missing}" in errors[0], proc.log()
+        assert "NoSuchBucket" in errors[0], errors[0]
+    finally:
+        cluster.stop_all()
+        drop_database(pg_cluster, url)

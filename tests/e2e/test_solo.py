@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from ampd.metadb.migrate import available_migrations
 from support.procs import AMPD, Proc, kill_postgres_in, run
 
 pytestmark = pytest.mark.timeout(180)
@@ -70,7 +71,7 @@ def test_solo_starts_migrates_serves_and_stops_on_sigterm(amp_dir: Path) -> None
         assert (amp_dir / "metadb" / ".s.PGSQL.5432").is_socket()
         with psycopg.connect(db_url(amp_dir)) as conn:
             versions = conn.execute("SELECT version FROM ampd_migrations").fetchall()
-        assert versions == [(1,)]
+        assert versions == [(m.version,) for m in available_migrations()]
         assert httpx.get(f"{admin}/healthz").status_code == 200
         assert re.search(
             r"metadata database: postgresql:///postgres\?host=\S+/metadb", solo.proc.log()

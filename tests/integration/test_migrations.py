@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "job_events",
     "table_revisions",
     "files",
+    "footer_cache",
     "ampd_migrations",
 }
 

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -28,15 +29,18 @@ class S3Endpoint:
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def create_bucket(self, name: str) -> None:
-        client = boto3.client(
+    def client(self) -> Any:
+        """A boto3 S3 client for this endpoint."""
+        return boto3.client(
             "s3",
             endpoint_url=self.url,
             region_name=REGION,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
 
 
 def _free_port() -> int:

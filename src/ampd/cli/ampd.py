@@ -213,8 +213,15 @@ def _service_errors() -> tuple[type[Exception], ...]:
     from ampd.metadb.managed import ManagedPostgresError
     from ampd.metadb.migrate import MigrationError
     from ampd.services import ServiceError
+    from ampd.storage.folder import FolderUnreadable
 
-    return (ServiceError, ManagedPostgresError, MigrationError, DatabaseUnavailable)
+    return (
+        ServiceError,
+        ManagedPostgresError,
+        MigrationError,
+        DatabaseUnavailable,
+        FolderUnreadable,
+    )
 
 
 def _run(coro, *expected: type[Exception]) -> None:  # noqa: ANN001

@@ -11,7 +11,6 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JobStore
 from ampd.metadb.workers import WorkerStore
+from ampd.storage.folder import Folder
 
 log = get_logger("admin")
 
@@ -46,7 +46,7 @@ class AdminContext:
     jobs: JobStore
     workers: WorkerStore
     deployer: Deployer
-    providers_dir: Path
+    providers_dir: Folder  # storage/folder.py: a local folder or an object-store URL
     data_dir: str
     token: str | None = None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from pathlib import Path
 
 from ampd.config import Config
 from ampd.controller.admin_api import AdminContext, create_app
@@ -19,6 +18,7 @@ from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JobStore
 from ampd.metadb.workers import WorkerStore
 from ampd.runtime.http import HttpService
+from ampd.storage.folder import FolderUnreadable, open_folder
 
 log = get_logger("controller")
 
@@ -48,7 +48,7 @@ class Controller:
                 head_source(self.config.providers_dir),
                 segment_blocks=self.config.segment_blocks,
             ),
-            providers_dir=Path(self.config.providers_dir),
+            providers_dir=open_folder(self.config.providers_dir),
             data_dir=self.config.data_dir,
             token=self.config.admin_api_token,
         )
@@ -57,6 +57,10 @@ class Controller:
         wait_secs = self.config.metadata_db.connect_timeout_secs
         await self.db.open(timeout=wait_secs)
         ctx = self.context()
+        try:  # an unreachable providers_dir is refused now, not at the first request
+            await asyncio.to_thread(ctx.providers_dir.names, ".toml")
+        except FolderUnreadable as exc:
+            raise FolderUnreadable(f"providers_dir {exc}") from None
         registered = await retry_start(
             lambda: ctx.registry.register_directory(self.config.manifests_dir),
             timeout=wait_secs,

@@ -6,6 +6,7 @@ version is the highest semver of the dataset.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from obstore.exceptions import BaseError
 from psycopg.types.json import Jsonb
 
 from ampd.datasets.manifest import Manifest, parse_manifest
 from ampd.datasets.semver import SemVer, is_semver
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb, execute, fetch_all
+from ampd.storage.folder import FolderUnreadable, open_folder
 
 log = get_logger("registry")
 
@@ -215,21 +218,28 @@ class DatasetRegistry:
         await self._db.execute("delete_dataset", {"namespace": namespace, "name": name})
         await self._db.notify("dataset_changes", f"{namespace}/{name}")
 
-    async def register_directory(self, folder: str | Path) -> int:
-        """Register every `*.json` manifest in `folder` as `_/<file stem>`; returns the count.
+    async def register_directory(self, location: str | Path) -> int:
+        """Register every `*.json` manifest in `location` (a folder or an object-store URL)
+        as `_/<file stem>`; returns the count.
 
         A file that is not a valid manifest is logged and skipped: one bad file must not keep
-        the service from starting.
+        the service from starting. A folder that cannot be listed raises FolderUnreadable.
         """
+        folder = open_folder(location)
+        try:
+            names = await asyncio.to_thread(folder.names, ".json")
+        except FolderUnreadable as exc:
+            raise FolderUnreadable(f"manifests_dir {exc}") from None
         count = 0
-        for path in sorted(Path(folder).glob("*.json")):
+        for name in names:
+            stem = name.removesuffix(".json")
             try:
-                obj = json.loads(path.read_text())
-                check_name(DEFAULT_NAMESPACE, path.stem)
-                await self.register(DEFAULT_NAMESPACE, path.stem, obj)
+                obj = json.loads(await asyncio.to_thread(folder.read, name))
+                check_name(DEFAULT_NAMESPACE, stem)
+                await self.register(DEFAULT_NAMESPACE, stem, obj)
                 count += 1
-            except (OSError, ValueError, RegistryError) as exc:
-                log.warning("skipping manifest file %s: %s", path, exc)
+            except (OSError, BaseError, ValueError, RegistryError) as exc:
+                log.warning("skipping manifest file %s: %s", folder.where(name), exc)
         return count
 
 

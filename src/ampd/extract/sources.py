@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from ampd.datasets.manifest import Manifest
@@ -16,7 +17,8 @@ log = get_logger("extract")
 def open_pool(
     manifest: Manifest, providers_dir: str | Path, *, max_attempts: int | None = None
 ) -> ProviderPool:
-    """A pool over every provider whose kind and network match the manifest.
+    """A pool over every provider whose kind and network match the manifest (blocking: the
+    provider files may be in an object store).
 
     Raises ProviderConfigError when a provider file is invalid or none matches.
     """
@@ -29,7 +31,7 @@ def head_source(providers_dir: str | Path):  # noqa: ANN201 - returns a HeadSour
 
     async def head(manifest: Manifest) -> int | None:
         try:
-            pool = open_pool(manifest, providers_dir, max_attempts=3)
+            pool = await asyncio.to_thread(open_pool, manifest, providers_dir, max_attempts=3)
         except (ProviderConfigError, ValueError) as exc:
             log.warning("no head for network %s: %s", manifest.network, exc)
             return None

@@ -19,12 +19,17 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from obstore.exceptions import BaseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ampd.storage.cloud import describe_error
+from ampd.storage.folder import Folder, FolderUnreadable, open_folder
 
 __all__ = [
     "EVM_RPC_KIND",
     "ProviderConfig",
     "ProviderConfigError",
+    "load_provider",
     "load_provider_file",
     "load_providers",
     "parse_provider",
@@ -174,31 +179,53 @@ def parse_provider(
 
 
 def load_provider_file(path: str | os.PathLike[str]) -> ProviderConfig:
-    """Read and check one provider file; its name is the file stem.
+    """Read and check one local provider file; its name is the file stem.
 
     Raises ProviderConfigError for unreadable or invalid TOML and for invalid keys or values.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ProviderConfigError(f"provider file {path}: cannot read: {e.strerror or e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ProviderConfigError(f"provider file {path}: invalid TOML: {e}") from e
-    return parse_provider(path.stem, data, source=str(path))
+    return load_provider(open_folder(path.parent), path.name)
 
 
-def load_providers(directory: str | os.PathLike[str]) -> list[ProviderConfig]:
-    """Every `*.toml` provider file in `directory`, sorted by name; a missing directory is empty.
+def load_provider(folder: Folder, file_name: str) -> ProviderConfig:
+    """Read and check `file_name` in a providers folder (local or in an object store).
 
-    Raises ProviderConfigError for the first invalid file.
+    Raises FileNotFoundError when there is no such file; ProviderConfigError for an
+    unreadable or invalid file.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    files = sorted(p for p in directory.glob("*.toml") if p.is_file())
-    return sorted((load_provider_file(p) for p in files), key=lambda p: p.name)
+    where = folder.where(file_name)
+    try:
+        data = tomllib.loads(folder.read(file_name).decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, BaseError) as e:
+        reason = getattr(e, "strerror", None) or describe_error(e)
+        raise ProviderConfigError(f"provider file {where}: cannot read: {reason}") from e
+    except UnicodeDecodeError as e:
+        raise ProviderConfigError(f"provider file {where}: not UTF-8: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ProviderConfigError(f"provider file {where}: invalid TOML: {e}") from e
+    return parse_provider(file_name.removesuffix(".toml"), data, source=where)
+
+
+def load_providers(directory: str | os.PathLike[str] | Folder) -> list[ProviderConfig]:
+    """Every `*.toml` provider file in `directory` (a path, an object-store URL or a Folder),
+    sorted by name; a missing directory is empty. Blocking: run it in a thread on a loop.
+
+    Raises ProviderConfigError for the first invalid file, or when the folder cannot be listed.
+    """
+    folder = directory if isinstance(directory, Folder) else open_folder(directory)
+    try:
+        names = folder.names(".toml")
+    except FolderUnreadable as e:
+        raise ProviderConfigError(f"providers_dir {e}") from None
+    providers = []
+    for name in names:
+        try:
+            providers.append(load_provider(folder, name))
+        except FileNotFoundError:  # deleted since the listing
+            continue
+    return sorted(providers, key=lambda p: p.name)
 
 
 def select_providers(

@@ -42,6 +42,11 @@ class CloudStore(ObjectStore):
     def __repr__(self) -> str:
         return f"CloudStore({self._url!r})"
 
+    @property
+    def client(self) -> Any:
+        """The obstore store under this one (storage/folder.py reads small files with it)."""
+        return self._store
+
     async def put_file(self, local_path: str | os.PathLike, key: str) -> int:
         path = Path(local_path)
         size = path.stat().st_size
@@ -116,7 +121,7 @@ class CloudStore(ObjectStore):
             async for _ in stream:
                 break
         except (BaseError, OSError) as exc:
-            raise StoreUnavailable(f"data_dir {self._url}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"data_dir {self._url}: {describe_error(exc)}") from None
 
     def new_staging_file(self, suffix: str = "") -> StagingFile:
         return self._staging.new_file(suffix)
@@ -215,7 +220,7 @@ class _Reader(_ReadOnlyFile):
             self.closed = True
 
 
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """The useful line of an object_store error (they carry the whole request chain)."""
     text = " ".join(str(exc).split())
     # S3 and GCS (XML API) name a missing bucket NoSuchBucket; Azure answers a wrong key

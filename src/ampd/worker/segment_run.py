@@ -136,7 +136,11 @@ class SegmentRun:
                 "head" if seg.end_block is None else seg.end_block,
                 seg.next_block,
             )
-            async with open_pool(manifest, self.config.providers_dir, max_attempts=20) as pool:
+            # Provider files may live in an object store: read them off the event loop.
+            pool = await asyncio.to_thread(
+                open_pool, manifest, self.config.providers_dir, max_attempts=20
+            )
+            async with pool:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)
                 else:

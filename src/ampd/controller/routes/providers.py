@@ -1,8 +1,8 @@
-"""Providers: TOML files in `providers_dir`, managed over HTTP."""
+"""Providers: TOML files in `providers_dir` (a folder or an object-store URL), over HTTP."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
 from typing import Any
 
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from ampd.controller.admin_api import ApiError, context, read_json
 from ampd.providers.config import (
     ProviderConfigError,
-    load_provider_file,
+    load_provider,
     load_providers,
     parse_provider,
 )
@@ -45,18 +45,15 @@ async def create_provider(request: Request) -> JSONResponse:
     except ProviderConfigError as exc:
         raise ApiError(400, "INVALID_REQUEST_BODY", str(exc)) from None
     folder = context(request).providers_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.toml"
-    staging = folder / f".{name}.toml.tmp"
-    staging.write_text(provider.to_toml())
-    os.replace(staging, path)  # readers see the old file or the new one, never half of one
+    # Replaced whole: readers see the old file or the new one, never half of one.
+    await asyncio.to_thread(folder.write, f"{name}.toml", provider.to_toml().encode())
     return JSONResponse(provider.to_public_dict(), status_code=201)
 
 
 @router.get("/providers")
 async def list_providers(request: Request) -> dict[str, Any]:
     try:
-        providers = load_providers(context(request).providers_dir)
+        providers = await asyncio.to_thread(load_providers, context(request).providers_dir)
     except ProviderConfigError as exc:
         raise ApiError(500, "PROVIDER_CONFIG_ERROR", str(exc)) from None
     return {"providers": [p.to_public_dict() for p in providers]}
@@ -65,11 +62,12 @@ async def list_providers(request: Request) -> dict[str, Any]:
 @router.get("/providers/{name}")
 async def get_provider(request: Request, name: str) -> dict[str, Any]:
     _check_name(name)
-    path = context(request).providers_dir / f"{name}.toml"
-    if not path.is_file():
-        raise ApiError(404, "PROVIDER_NOT_FOUND", f"provider {name} not found")
+    folder = context(request).providers_dir
     try:
-        return load_provider_file(path).to_public_dict()
+        provider = await asyncio.to_thread(load_provider, folder, f"{name}.toml")
+        return provider.to_public_dict()
+    except FileNotFoundError:
+        raise ApiError(404, "PROVIDER_NOT_FOUND", f"provider {name} not found") from None
     except ProviderConfigError as exc:
         raise ApiError(500, "PROVIDER_CONFIG_ERROR", str(exc)) from None
 
@@ -77,5 +75,5 @@ async def get_provider(request: Request, name: str) -> dict[str, Any]:
 @router.delete("/providers/{name}", status_code=204)
 async def delete_provider(request: Request, name: str) -> Response:
     _check_name(name)
-    (context(request).providers_dir / f"{name}.toml").unlink(missing_ok=True)
+    await asyncio.to_thread(context(request).providers_dir.delete, f"{name}.toml")
     return Response(status_code=204)
