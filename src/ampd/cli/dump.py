@@ -174,15 +174,15 @@ async def _run(
     async def commit(group: list[ClosedFile]) -> None:
         files.extend(group)
 
-    await target.store.check()
-    await target.store.cleanup_staging()  # what killed writers left in this data dir
-    total = end - start + 1
-    began = time.monotonic()
-    # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where
-    # the dump stopped (a second signal exits at once).
-    shutdown = ShutdownSignal()
-    shutdown.install()
-    async with pool:
+    async with pool:  # the fetch processes end on every way out, a refused store included
+        await target.store.check()
+        await target.store.cleanup_staging()  # what killed writers left in this data dir
+        total = end - start + 1
+        began = time.monotonic()
+        # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where
+        # the dump stopped (a second signal exits at once).
+        shutdown = ShutdownSignal()
+        shutdown.install()
         if show:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

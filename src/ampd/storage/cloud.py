@@ -22,6 +22,7 @@ import obstore
 import pyarrow as pa
 from obstore.exceptions import BaseError, NotFoundError
 
+from ampd.config import BUCKET_NAME
 from ampd.storage.staging import StagingArea, StagingFile
 from ampd.storage.store import ObjectInfo, ObjectNotFound, ObjectStore, StoreUnavailable
 
@@ -140,10 +141,10 @@ class CloudStore(ObjectStore):
 
 def open_cloud_store(url: str) -> CloudStore:
     """A store for `s3://bucket[/prefix]`, `gs://bucket[/prefix]` or `az://container[/prefix]`,
-    configured from the environment. Raises ValueError for a URL without a bucket."""
+    configured from the environment. Raises ValueError for a URL without a valid bucket name."""
     scheme, _, rest = url.partition("://")
     bucket, _, prefix = rest.rstrip("/").partition("/")
-    if scheme not in SCHEMES or not bucket:
+    if scheme not in SCHEMES or not BUCKET_NAME.match(bucket):
         raise ValueError(f"{url!r}: expected {scheme or 's3'}://BUCKET[/PREFIX]")
     from obstore.store import AzureStore, GCSStore, S3Store
 
