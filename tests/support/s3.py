@@ -87,7 +87,7 @@ def moto_s3_with_auth(log: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3En
             [str(server), "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MOTO_CALL_RESET_API": "false"},
+            env=dict(os.environ),
         )
     try:
         deadline = time.monotonic() + 60

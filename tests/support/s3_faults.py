@@ -253,7 +253,10 @@ class S3FaultProxy:
             fault = fired[0] if fired else None
             self._changed.notify_all()
         try:
-            body = await request.read()
+            try:
+                body = await request.read()
+            except ConnectionError:  # the client went away mid-request (killed, or timed out)
+                return web.Response()
             if fault is not None:
                 answer = await self._inject(fault, request)
                 if answer is not None:
