@@ -18,6 +18,7 @@ from ampd.providers.config import ProviderConfigError, load_providers, select_pr
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
+from ampd.runtime.exit import exit_now
 from ampd.runtime.signals import ShutdownSignal
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
 from ampd.storage.paths import new_revision
@@ -160,7 +161,8 @@ def dump(
             _run(pool, target, start, end, Tuning(chunk_blocks, chunks_in_flight), show)
         )
     except (RpcError, StoreUnavailable) as exc:
-        _fail(str(exc))
+        click.echo(f"error: {exc}", err=True)
+        exit_now(1)  # the fetch processes are gone; the store client's threads may not be
     output = f"{namespace}/{dataset}"
     summary["output"] = str(store.local_path(output) or store.url(output))  # a folder, or a URL
     click.echo(json.dumps(summary))

@@ -126,9 +126,9 @@ class CloudStore(ObjectStore):
 
     async def check(self) -> None:
         try:
-            stream = obstore.list(self._store, chunk_size=1)
-            async for _ in stream:
-                break
+            # One request, settled when it returns: an abandoned list stream can still be
+            # running in obstore's runtime when the process exits on this very error.
+            await obstore.list_with_delimiter_async(self._store)
         except (BaseError, OSError) as exc:
             raise StoreUnavailable(f"data_dir {self._url}: {_reason(exc)}") from None
 
