@@ -21,7 +21,8 @@ _COMPRESSION = re.compile(
     r"^(zstd(\((\d+)\))?|gzip(\((\d+)\))?|brotli(\((\d+)\))?|lz4|snappy|uncompressed)$"
 )
 _OBJECT_STORE_SCHEMES = ("s3://", "gs://", "az://")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,254}$")
+# A bucket or container name: lower case, digits, dots, dashes (underscores: GCS).
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,254}$")
 
 
 class ConfigError(Exception):
@@ -117,7 +118,7 @@ class Config(_Section):
             return value
         scheme, _, rest = value.partition("://")
         bucket = rest.split("/", 1)[0]
-        if f"{scheme}://" not in _OBJECT_STORE_SCHEMES or not _BUCKET.match(bucket):
+        if f"{scheme}://" not in _OBJECT_STORE_SCHEMES or not BUCKET_NAME.match(bucket):
             raise ValueError(
                 "expected a path, file://PATH, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or "
                 "az://CONTAINER[/PREFIX]"

@@ -8,6 +8,7 @@ checks the committed output against the node, block by block.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +50,28 @@ def fill_chain(anvil: Anvil, blocks: int, txs_per_block: int = 2) -> int:
                     anvil.send({"from": account, "to": contract, "gas": hex(200_000)})
                 else:
                     anvil.send({"from": account, "to": sender, "value": hex(1000 + i)})
+            anvil.rpc("evm_mine")
+    finally:
+        anvil.set_automine(True)
+    return anvil.block_number()
+
+
+def fill_chain_with_calldata(
+    anvil: Anvil, blocks: int, txs_per_block: int = 7, calldata_bytes: int = 100_000, seed: int = 0
+) -> int:
+    """Mine `blocks` blocks of transfers carrying `calldata_bytes` of random (incompressible)
+    input each, so the transactions table grows by about txs_per_block * calldata_bytes a
+    block (7 * 100 kB is 2.1 M gas a transaction, most of a 30 M block); returns the head."""
+    rng = random.Random(seed)
+    anvil.set_automine(False)
+    try:
+        for _ in range(blocks):
+            for i in range(txs_per_block):
+                account = DEV_ACCOUNTS[1 + i % (len(DEV_ACCOUNTS) - 1)]
+                data = "0x" + rng.randbytes(calldata_bytes).hex()
+                anvil.send(
+                    {"from": account, "to": DEV_ACCOUNTS[0], "data": data, "gas": hex(2_500_000)}
+                )
             anvil.rpc("evm_mine")
     finally:
         anvil.set_automine(True)

@@ -42,8 +42,12 @@ class GCSEndpoint:
 
     @property
     def env(self) -> dict[str, str]:
-        """object_store reads `gcs_base_url` and `disable_oauth` from the service account."""
-        return {"GOOGLE_SERVICE_ACCOUNT_PATH": str(self.service_account_path)}
+        """object_store reads `gcs_base_url` and `disable_oauth` from the service account;
+        the emulator speaks plain HTTP."""
+        return {
+            "GOOGLE_SERVICE_ACCOUNT_PATH": str(self.service_account_path),
+            "GOOGLE_ALLOW_HTTP": "true",
+        }
 
     def create_bucket(self, name: str) -> None:
         response = httpx.post(f"{self.emulator_url}/storage/v1/b", json={"name": name})

@@ -122,7 +122,7 @@ def test_open_store_object_store_urls(url, monkeypatch, tmp_path):
     assert store.local_path("k/v") is None
 
 
-@pytest.mark.parametrize("url", ["s3://", "gs:///prefix"])
+@pytest.mark.parametrize("url", ["s3://", "gs:///prefix", "s3://Bad_Bucket!", "az://a b/c"])
 def test_open_store_needs_a_bucket(url):
     with pytest.raises(ValueError, match="data_dir .*expected"):
         open_store(url)
@@ -164,3 +164,13 @@ def test_table_location_layout():
 def test_table_location_rejects_bad_parts(args):
     with pytest.raises(ValueError):
         TableLocation(*args)
+
+
+def test_cloud_request_policy_keeps_the_environment_client_keys():
+    from ampd.storage.cloud import CLIENT_TIMEOUTS, RETRY_CONFIG, _request_policy
+
+    policy = _request_policy("s3", {"AWS_ALLOW_HTTP": "true", "AWS_TIMEOUT": "5s", "X": "1"})
+    assert policy["client_options"] == {**CLIENT_TIMEOUTS, "allow_http": "true", "timeout": "5s"}
+    assert policy["retry_config"] == RETRY_CONFIG
+    gcs = _request_policy("gs", {"AWS_TIMEOUT": "5s", "GOOGLE_CONNECT_TIMEOUT": "1s"})
+    assert gcs["client_options"] == {**CLIENT_TIMEOUTS, "connect_timeout": "1s"}

@@ -11,13 +11,13 @@ does, before its heavy imports, is to take SIGINT / SIGTERM (see runtime/process
 from __future__ import annotations
 
 from ampd.runtime import process_signals
+from ampd.runtime.exit import exit_now
 
 process_signals.install()
 
 import asyncio
 import gc
 import re
-import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,7 +36,7 @@ _CONFIG_HELP = "Path of the TOML config file [env: AMP_CONFIG]."
 def fail(message: str) -> NoReturn:
     """Print one `error:` line on stderr and exit 1."""
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    exit_now(1)
 
 
 def _load(config_path: Path | None, **kwargs: object) -> Config:

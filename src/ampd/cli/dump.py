@@ -18,6 +18,7 @@ from ampd.providers.config import ProviderConfigError, load_providers, select_pr
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
+from ampd.runtime.exit import exit_now
 from ampd.runtime.signals import ShutdownSignal
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
 from ampd.storage.paths import new_revision
@@ -160,7 +161,8 @@ def dump(
             _run(pool, target, start, end, Tuning(chunk_blocks, chunks_in_flight), show)
         )
     except (RpcError, StoreUnavailable) as exc:
-        _fail(str(exc))
+        click.echo(f"error: {exc}", err=True)
+        exit_now(1)  # the fetch processes are gone; the store client's threads may not be
     output = f"{namespace}/{dataset}"
     summary["output"] = str(store.local_path(output) or store.url(output))  # a folder, or a URL
     click.echo(json.dumps(summary))
@@ -174,15 +176,15 @@ async def _run(
     async def commit(group: list[ClosedFile]) -> None:
         files.extend(group)
 
-    await target.store.check()
-    await target.store.cleanup_staging()  # what killed writers left in this data dir
-    total = end - start + 1
-    began = time.monotonic()
-    # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where
-    # the dump stopped (a second signal exits at once).
-    shutdown = ShutdownSignal()
-    shutdown.install()
-    async with pool:
+    async with pool:  # the fetch processes end on every way out, a refused store included
+        await target.store.check()
+        await target.store.cleanup_staging()  # what killed writers left in this data dir
+        total = end - start + 1
+        began = time.monotonic()
+        # SIGINT / SIGTERM: the files in hand are closed and kept, and the summary says where
+        # the dump stopped (a second signal exits at once).
+        shutdown = ShutdownSignal()
+        shutdown.install()
         if show:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

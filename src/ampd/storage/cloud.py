@@ -13,6 +13,8 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import obstore
 import pyarrow as pa
 from obstore.exceptions import BaseError, NotFoundError
 
+from ampd.config import BUCKET_NAME
 from ampd.storage.staging import StagingArea, StagingFile
 from ampd.storage.store import ObjectInfo, ObjectNotFound, ObjectStore, StoreUnavailable
 
@@ -27,6 +30,30 @@ SCHEMES = ("s3", "gs", "az")
 # Parts of a multipart upload: object_store's default is 5 MiB, S3's minimum part size.
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 UPLOAD_CONCURRENCY = 4
+
+# Every request to the store: a 5xx answer (S3's 503 SlowDown included), a dropped connection
+# or a timeout is retried, up to 10 times in 4 minutes, after 0.1 s, 0.2 s, ... at most 15 s
+# with jitter (object_store's backoff). A request that stalls is cut after 60 s in all (an
+# 8 MiB part needs only 140 KB/s to make it) and retried; a connect after 5 s. There is no
+# per-read timeout: object_store's `read_timeout` also cuts an upload that is merely slow.
+# The environment overrides these timeouts with object_store's own keys (AWS_TIMEOUT,
+# AWS_CONNECT_TIMEOUT; GOOGLE_* and AZURE_* alike); retries have no such keys.
+CLIENT_TIMEOUTS = {"connect_timeout": "5s", "timeout": "60s"}
+RETRY_CONFIG = {
+    "max_retries": 10,
+    "retry_timeout": timedelta(minutes=4),  # object_store: keep under 5 (signatures expire)
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=15)},
+}
+_ENV_PREFIXES = {"s3": "AWS_", "gs": "GOOGLE_", "az": "AZURE_"}
+# object_store's HTTP client keys: obstore reads them from the environment only when it is
+# given no client options, so they are carried over here.
+_CLIENT_KEYS = (
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
+    "http1_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
+    "http2_keep_alive_while_idle", "http2_only", "pool_idle_timeout", "pool_max_idle_per_host",
+    "proxy_url", "proxy_ca_certificate", "proxy_excludes", "randomize_addresses",
+    "read_timeout", "timeout", "user_agent",
+)  # fmt: skip
 
 
 class CloudStore(ObjectStore):
@@ -117,9 +144,9 @@ class CloudStore(ObjectStore):
 
     async def check(self) -> None:
         try:
-            stream = obstore.list(self._store, chunk_size=1)
-            async for _ in stream:
-                break
+            # One request, settled when it returns: an abandoned list stream can still be
+            # running in obstore's runtime when the process exits on this very error.
+            await obstore.list_with_delimiter_async(self._store)
         except (BaseError, OSError) as exc:
             raise StoreUnavailable(f"data_dir {self._url}: {describe_error(exc)}") from None
 
@@ -132,20 +159,30 @@ class CloudStore(ObjectStore):
 
 def open_cloud_store(url: str) -> CloudStore:
     """A store for `s3://bucket[/prefix]`, `gs://bucket[/prefix]` or `az://container[/prefix]`,
-    configured from the environment. Raises ValueError for a URL without a bucket."""
+    configured from the environment. Raises ValueError for a URL without a valid bucket name."""
     scheme, _, rest = url.partition("://")
     bucket, _, prefix = rest.rstrip("/").partition("/")
-    if scheme not in SCHEMES or not bucket:
+    if scheme not in SCHEMES or not BUCKET_NAME.match(bucket):
         raise ValueError(f"{url!r}: expected {scheme or 's3'}://BUCKET[/PREFIX]")
     from obstore.store import AzureStore, GCSStore, S3Store
 
     kinds = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}
-    options: dict[str, Any] = {"prefix": prefix or None}
+    options: dict[str, Any] = {"prefix": prefix or None, **_request_policy(scheme, os.environ)}
     if scheme == "az":
         store = AzureStore(container_name=bucket, **options)
     else:
         store = kinds[scheme](bucket, **options)
     return CloudStore(url, store)
+
+
+def _request_policy(scheme: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """Client options (CLIENT_TIMEOUTS, then the client keys `env` sets, such as
+    AWS_ALLOW_HTTP or AWS_TIMEOUT) and the retry config for a store of `scheme`."""
+    prefix = _ENV_PREFIXES[scheme]
+    from_env = {
+        k: env[f"{prefix}{k.upper()}"] for k in _CLIENT_KEYS if f"{prefix}{k.upper()}" in env
+    }
+    return {"client_options": {**CLIENT_TIMEOUTS, **from_env}, "retry_config": RETRY_CONFIG}
 
 
 class _ReadOnlyFile:
