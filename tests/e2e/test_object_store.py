@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pyarrow.flight as flight
 import pytest
 
@@ -106,6 +107,10 @@ def test_processes_sharing_only_two_urls_extract_fail_over_and_serve(
         assert job["status"] == "COMPLETED", cluster.logs()
         assert any(s["epoch"] >= 2 for s in cluster.segments(job_id)), "no failover happened"
         counts = assert_exact_output(cluster, manifest_hash, 0, head)
+        # The killed worker's uncommitted objects were deleted by whoever took its segment:
+        # the bucket holds exactly the committed files.
+        committed = {f"amp/data/{f['path']}" for f in cluster.committed_files(manifest_hash)}
+        assert set(s3.keys(bucket)) == committed
 
         env, home = host_env(tmp_path, "server", s3)
         homes.append(home)
@@ -175,8 +180,6 @@ def test_a_missing_bucket_is_one_clear_line_and_nothing_is_written(
         errors = [line for line in proc.log().splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"data_dir {missing}" in errors[0], proc.log()
         assert "NoSuchBucket" in errors[0], errors[0]
-        import psycopg
-
         with psycopg.connect(url) as conn:  # the worker did not even register
             assert conn.execute("SELECT count(*) FROM workers").fetchone()[0] == 0
     finally:
@@ -276,3 +279,52 @@ def test_an_unreachable_providers_dir_is_one_clear_line(
     finally:
         cluster.stop_all()
         drop_database(pg_cluster, url)
+
+
+def test_a_reorg_on_the_bucket_retires_files_and_queries_follow(
+    tmp_path: Path,
+    pg_cluster: ManagedPostgres,
+    s3: S3Endpoint,
+    bucket: str,
+) -> None:
+    """Reorg retirement is the same on S3: the files past the fork are retired (their
+    objects stay, no query reads them) and the server answers the canonical chain."""
+    url = create_database(pg_cluster)
+    with Anvil(hardfork="cancun") as anvil:
+        head = fill_chain(anvil, 40, txs_per_block=2)
+        settings = {"data_dir": f"s3://{bucket}/amp", "poll_interval_secs": 0.2}
+        cluster = Cluster(tmp_path / "cluster", url, anvil, settings)
+        env, home = host_env(tmp_path, "node", s3)
+        try:
+            cluster.start_controller(env=env, cwd=home)
+            worker = cluster.start_worker("w", env=env, cwd=home)
+            manifest_hash = cluster.register()
+            cluster.deploy({"end_block": None})
+
+            def committed_through(block: int) -> bool:
+                ends = [f["end_block"] for f in cluster.committed_files(manifest_hash)]
+                return bool(ends) and max(ends) >= block
+
+            cluster.wait_until(lambda: committed_through(head), timeout=60, what="the head")
+            anvil.rpc("anvil_reorg", 5, [])  # the last 5 blocks again, without their txs
+            new_head = anvil.mine(2)
+            cluster.wait_until(lambda: committed_through(new_head), timeout=60, what="new head")
+            cluster.wait_until(lambda: "reorg at block" in worker.log(), timeout=10, what="reorg")
+            counts = assert_exact_output(cluster, manifest_hash, 0, new_head)
+            with psycopg.connect(url) as conn:
+                retired = conn.execute(
+                    "SELECT path FROM files WHERE retired_at IS NOT NULL"
+                ).fetchall()
+            assert len(retired) >= 3
+            keys = set(s3.keys(bucket))
+            assert all(f"amp/{path}" in keys for (path,) in retired)
+
+            _, jsonl, _ = cluster.start_server(env=env, cwd=home)
+            sql = 'SELECT count(*) AS n, max(block_num) AS hi FROM "test/chain".transactions'
+            answer = httpx.post(jsonl, content=sql, timeout=60)
+            assert answer.status_code == 200, answer.text
+            row = json.loads(answer.text.splitlines()[0])
+            assert row["n"] == counts["transactions"] and row["hi"] <= new_head
+        finally:
+            cluster.stop_all()
+            drop_database(pg_cluster, url)
