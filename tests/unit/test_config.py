@@ -66,17 +66,19 @@ def test_unset_dirs_default_beside_the_config_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("key", ["data_dir", "providers_dir", "manifests_dir"])
 @pytest.mark.parametrize("url", ["s3://bucket/prefix/", "gs://bucket", "az://container/p"])
-def test_object_store_data_dir_is_kept_as_url(tmp_path: Path, url: str) -> None:
-    config = load_config(write(tmp_path, f'data_dir = "{url}"\n'), env={})
-    assert config.data_dir == url.rstrip("/")
-    assert not config.is_local_data_dir
+def test_object_store_dirs_are_kept_as_urls(tmp_path: Path, url: str, key: str) -> None:
+    config = load_config(write(tmp_path, f'{key} = "{url}"\n'), env={})
+    assert getattr(config, key) == url.rstrip("/")
+    assert config.is_local_data_dir == (key != "data_dir")
 
 
+@pytest.mark.parametrize("key", ["data_dir", "providers_dir", "manifests_dir"])
 @pytest.mark.parametrize("url", ["s3://", "ftp://host/x", "gs://Bad_Bucket!"])
-def test_malformed_data_dir_url_names_the_key(tmp_path: Path, url: str) -> None:
-    with pytest.raises(ConfigError, match=r"'data_dir' = .*expected a path, file://PATH, s3://"):
-        load_config(write(tmp_path, f'data_dir = "{url}"\n'), env={})
+def test_malformed_dir_url_names_the_key(tmp_path: Path, url: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}' = .*expected a path, file://PATH, s3://"):
+        load_config(write(tmp_path, f'{key} = "{url}"\n'), env={})
 
 
 def test_defaults_match_the_spec(tmp_path: Path) -> None:
