@@ -1,7 +1,7 @@
 """Footers on a remote data dir: every committed file's footer is in the metadata DB, equal to
 the object's own, and the query server plans from them: with the S3 endpoint gone, COUNT(*)
 over every file is still answered (no request reaches the store), while a query that needs
-data pages fails with a clear error."""
+data pages fails with the store's error."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.timeout(240)]
 @pytest.fixture(scope="module")
 def chain() -> Iterator[tuple[Anvil, int]]:
     with Anvil(hardfork="cancun") as anvil:
-        yield anvil, fill_chain(anvil, 60, txs_per_block=2)
+        yield anvil, fill_chain(anvil, 30, txs_per_block=2)
 
 
 def query(url: str, sql: str) -> httpx.Response:
@@ -55,7 +55,7 @@ def test_queries_plan_from_footers_kept_in_the_metadata_db(
                 url,
                 anvil,
                 # A file per 5-block chunk: many small files per table.
-                {"data_dir": f"s3://{bucket}/amp", "segment_blocks": 30, "writer": {"bytes": 1}},
+                {"data_dir": f"s3://{bucket}/amp", "segment_blocks": 15, "writer": {"bytes": 1}},
             )
             chunks = {"AMP_EXTRACT_CHUNK_BLOCKS": "5", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"}
             cluster.start_controller(env=s3.env)
@@ -65,6 +65,8 @@ def test_queries_plan_from_footers_kept_in_the_metadata_db(
             assert cluster.wait_job(job_id, timeout=180)["status"] == "COMPLETED", cluster.logs()
             counts = assert_exact_output(cluster, manifest_hash, 0, head)
             check_footers(url, s3.client(), bucket, min_files=3 * (head + 1) // 5)
+            for name in ("w1", "controller"):  # stopped while their store is still there
+                cluster.procs.pop(name).stop()
             _, jsonl, _ = cluster.start_server(env=s3.env)
         # The endpoint is gone: only the metadata DB is left.
         for table in ("blocks", "transactions", "logs"):
@@ -73,8 +75,11 @@ def test_queries_plan_from_footers_kept_in_the_metadata_db(
             assert json.loads(answer.text.splitlines()[0])["n"] == counts[table], table
         answer = query(jsonl, 'SELECT sum(gas_used) AS g FROM "test/chain".blocks')
         assert answer.status_code == 500, answer.text
-        error = answer.json()["error_message"]
-        assert "Traceback" not in error and len(error.splitlines()) == 1, error
+        error = answer.json()
+        assert (
+            error["error_code"] == "QUERY_FAILED" and "Connection refused" in error["error_message"]
+        )
+        assert "Traceback" not in error["error_message"]
     finally:
         if cluster is not None:
             cluster.stop_all()

@@ -245,6 +245,14 @@ def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:
     return QueryError(500, "QUERY_FAILED", _clean(message))
 
 
+def _timed_out(limits: Limits) -> QueryError:
+    return QueryError(
+        500,
+        "QUERY_TIMEOUT",
+        f"query cancelled: it ran longer than query_timeout_secs = {limits.timeout_secs:g}",
+    )
+
+
 def _clean(message: str) -> str:
     return " ".join(message.split())[:2000]
 
@@ -269,10 +277,15 @@ class BatchStream:
 
     @classmethod
     async def open(cls, dataframe, limits: Limits, snapshot: CatalogSnapshot) -> BatchStream:  # noqa: ANN001
-        """Start executing `dataframe` (physical planning runs off the event loop)."""
+        """Start executing `dataframe` (physical planning runs off the event loop, within the
+        query's time limit: a scan can start reading during it)."""
         started = time.monotonic()
         try:
-            stream = await asyncio.to_thread(dataframe.execute_stream)
+            stream = await asyncio.wait_for(
+                asyncio.to_thread(dataframe.execute_stream), limits.timeout_secs or None
+            )
+        except TimeoutError:
+            raise _timed_out(limits) from None
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
             raise classify(exc, snapshot) from None
         self = cls(stream, dataframe.schema(), limits, snapshot)
@@ -297,11 +310,7 @@ class BatchStream:
             return None
         except TimeoutError:
             self.cancel()
-            raise QueryError(
-                500,
-                "QUERY_TIMEOUT",
-                f"query cancelled: it ran longer than query_timeout_secs = {self._limits.timeout_secs:g}",
-            ) from None
+            raise _timed_out(self._limits) from None
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
             self.cancel()
             raise classify(exc, self._snapshot) from None
