@@ -35,6 +35,7 @@ import store_stage
 import tools
 from anvil import Anvil, AnvilError, anvil_version
 from chain import Chain, ChainPlan, cache_paths, fill, read_meta, verify, write_meta
+from measure import last_json_line, log_tail
 from peers import ensure_peer
 
 BENCH = Path(__file__).resolve().parent
@@ -215,28 +216,6 @@ def _measured(command: list[str], timeout: float, out: Path, log_path: Path) -> 
     return json.loads(out.read_text())
 
 
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _summary_line(path: Path) -> dict | None:
-    """The JSON summary a tool printed last (ampd dump, the floor), if any."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None
-
-
 def run_tool(tool: tools.Tool, url: str, chain: Chain, size: int, rep: int, timeout: float) -> dict:
     start, end = chain.first, chain.first + size - 1
     slug = tool.name.replace(" ", "-")
@@ -258,7 +237,7 @@ def run_tool(tool: tools.Tool, url: str, chain: Chain, size: int, rep: int, time
     }
     if m["timed_out"] or m["returncode"] != 0:
         why = f"timed out after {timeout:g} s" if m["timed_out"] else f"exit {m['returncode']}"
-        tail = _tail(log_path)
+        tail = log_tail(log_path)
         last = tail.splitlines()[-1] if tail and not m["timed_out"] else ""
         run.update(
             status="failed",
@@ -276,7 +255,7 @@ def run_tool(tool: tools.Tool, url: str, chain: Chain, size: int, rep: int, time
     run.update(
         status="ok",
         output_mib=round(written / 2**20, 1),
-        tool_summary=_summary_line(log_path),
+        tool_summary=last_json_line(log_path),
         rows=rows,
         rows_total=sum(rows.values()),
         rows_match=rows == expected,

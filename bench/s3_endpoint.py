@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+from measure import log_tail
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"
@@ -68,7 +69,7 @@ class MotoS3:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise S3EndpointError(
-                    f"moto_server did not answer on {self.url}:\n{_tail(self.log_path)}"
+                    f"moto_server did not answer on {self.url}:\n{log_tail(self.log_path)}"
                 )
             time.sleep(0.1)
 
@@ -107,10 +108,3 @@ def moto_version() -> str | None:
     except ImportError:
         return None
     return moto.__version__
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""

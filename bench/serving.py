@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from measure import last_json_line
 
 BENCH = Path(__file__).resolve().parent
 AMPD = Path(sys.executable).parent / "ampd"
@@ -257,20 +258,6 @@ def _client_command(path: str, sql: str, table: str, solo: Solo, files_list: Pat
     return [*base, "--url", solo.jsonl if path == "jsonl" else solo.flight]
 
 
-def _last_json_line(log_path: Path) -> dict | None:
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None
-
-
 def scan(
     solo: Solo, path: str, table: str, files: dict, rep: int, work: Path, measured: Measured,
     timeout: float,
@@ -313,7 +300,7 @@ def scan(
             else "VmRSS sampled",
             server_cpu_seconds=round(solo.cpu_seconds() - cpu_before, 2),
         )
-    summary = _last_json_line(log_path)
+    summary = last_json_line(log_path)
     if m["timed_out"] or m["returncode"] != 0 or summary is None:
         why = f"timed out after {timeout:g} s" if m["timed_out"] else f"exit {m['returncode']}"
         tail = (

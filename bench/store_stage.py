@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import serving
 from anvil import Anvil
+from measure import last_json_line, log_tail
 from s3_endpoint import MotoS3, S3EndpointError, moto_version  # noqa: F401 (re-exported)
 
 BENCH = Path(__file__).resolve().parent
@@ -64,27 +65,6 @@ Measured = serving.Measured
 
 class StoreError(RuntimeError):
     """The stage cannot go on: moto, PostgreSQL or an ampd process failed."""
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _last_json_line(path: Path) -> dict | None:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None
 
 
 # -- the stage's context -----------------------------------------------------------------
@@ -145,7 +125,7 @@ def _dump(stage: _Stage, store: str, rep: int) -> dict:
         m = stage.measured(command, stage.timeout, stage.work / "measure.json", log_path)
     finally:
         stage.discard(store, name)
-    summary = _last_json_line(log_path)
+    summary = last_json_line(log_path)
     run = {
         "repeat": rep,
         "data_dir": data_dir,
@@ -158,7 +138,7 @@ def _dump(stage: _Stage, store: str, rep: int) -> dict:
         why = (
             f"timed out after {stage.timeout:g} s" if m["timed_out"] else f"exit {m['returncode']}"
         )
-        raise StoreError(f"ampd dump to {data_dir}: {why}\n{_tail(log_path)}")
+        raise StoreError(f"ampd dump to {data_dir}: {why}\n{log_tail(log_path)}")
     rows = sum(summary["rows"].values())
     run.update(
         rows=summary["rows"],
@@ -257,9 +237,9 @@ def _scan(
     command = [sys.executable, str(BENCH / "query_client.py"), path, "--sql", sql, "--url", url]
     log_path = stage.logs / f"scan-{store}-{path}-{table}-{rep}.log"
     m = stage.measured(command, stage.timeout, stage.work / "measure.json", log_path)
-    summary = _last_json_line(log_path)
+    summary = last_json_line(log_path)
     if m["timed_out"] or m["returncode"] != 0 or summary is None:
-        raise StoreError(f"{path} scan of {table} on {store} failed:\n{_tail(log_path)}")
+        raise StoreError(f"{path} scan of {table} on {store} failed:\n{log_tail(log_path)}")
     if summary["rows"] != rows:
         raise StoreError(f"{path} scan of {table} on {store}: {summary['rows']} rows, not {rows}")
     return {

@@ -85,6 +85,8 @@ def test_env_url_overrides_the_file(tmp_path: Path, db_url: str) -> None:
 
 def test_unreachable_database_exits_1_with_one_line(tmp_path: Path) -> None:
     config = config_for(tmp_path, "postgresql:///x?host=/nonexistent-socket-dir")
+    # Give up after 1 s, not the default 60 (the waiting is tested in test_connect.py).
+    config.write_text(config.read_text() + "connect_timeout_secs = 1\n")
     result = run([AMPD, "--config", str(config), "migrate"])
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
