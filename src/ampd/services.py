@@ -83,6 +83,8 @@ async def run_worker_process(config: Config, url: str, node_id: str) -> None:
         await _migrate_if_configured(shutdown, config, url)
         await shutdown.guard(worker.start())
     except WorkerError as exc:
+        # Close what start() opened (the pool): left open, its tasks can hold up the exit.
+        await worker.shutdown()
         raise ServiceError(str(exc)) from None
     except Interrupted:
         log.info("stopped during start-up")
