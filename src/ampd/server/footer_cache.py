@@ -95,8 +95,7 @@ class FooterCache:
         """The files as one dataset with `schema`; cached fragments need no request."""
         fragments = []
         with self._lock:
-            for f in files:
-                self.files.sizes[f.key] = f.size
+            for f in files:  # from a snapshot: `load` recorded their sizes
                 found = self._entries.get(f.id)
                 if found is None:
                     self.misses += 1
