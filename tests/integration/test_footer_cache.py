@@ -124,3 +124,42 @@ async def test_empty_files_and_an_unknown_key(store: CloudStore) -> None:
     assert query(cache, [written], "SELECT count(*) FROM t") == [(0,)]
     with pytest.raises(FileNotFoundError, match="not a committed file"):
         cache.fs.open_input_file("t/never-committed.parquet")
+
+
+async def test_a_row_groups_column_chunks_come_in_one_ranged_get(
+    store: CloudStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan reads the chunks it needs of a row group with one request, skipping gaps of
+    up to 1 MiB (a request costs more than reading past a small unneeded column)."""
+    staging = store.new_staging_file(".parquet")
+    n = 2_000
+    table = pa.table(
+        {
+            "block_num": pa.array(range(n), pa.uint64()),
+            "skipped": pa.array([uuid.uuid4().bytes * 8 for _ in range(n)]),  # ~256 KiB
+            "value": pa.array(range(n), pa.int64()),
+        }
+    )
+    pq.write_table(table, staging.path, compression="none")
+    footer = footer_bytes(staging.path)
+    staging.release()
+    size = await store.put_file(staging.path, "t/wide.parquet")
+    wide = CommittedFile(1, store.url("t/wide.parquet"), 0, n - 1, n, "t/wide.parquet", size)
+    cache = FooterCache(store, budget_bytes=1 << 30)
+    await cache.load([wide], {wide.id: footer})
+    reads: list[tuple[int, int]] = []
+    read_range = store.read_range
+
+    def counted(key: str, start: int, length: int) -> pa.Buffer:
+        reads.append((start, length))
+        return read_range(key, start, length)
+
+    monkeypatch.setattr(store, "read_range", counted)
+    ctx = SessionContext()
+    ctx.register_table("t", Table(cache.dataset(table.schema, [wide])))
+    result = ctx.sql("SELECT sum(block_num), sum(value) FROM t").to_arrow_table()
+    assert result.to_pylist() == [
+        {"sum(t.block_num)": sum(range(n)), "sum(t.value)": sum(range(n))}
+    ]
+    assert len(reads) == 1, reads
+    assert reads[0][1] > 256 * 1024  # the skipped column's bytes were read past, not apart

@@ -39,7 +39,17 @@ if TYPE_CHECKING:
 
 log = get_logger("server")
 
-_FORMAT = ds.ParquetFileFormat()
+# A scan fetches the column chunks it needs of each row group with as few ranged GETs as it
+# can: ranges less than 1 MiB apart are read as one (object_store's coalescing, which Amp's
+# reader uses), with no cap on a request's size (pyarrow's default, 32 MiB, splits a row
+# group into requests that each cost a round trip and, on some servers, a pass over the
+# whole object). Row groups are at most `writer.max_row_group_mb`.
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+        pre_buffer=True,
+        cache_options=pa.CacheOptions(hole_size_limit=1 << 20, range_size_limit=1 << 40, lazy=True),
+    )
+)
 _EMPTY = object()  # a cached file without row groups: nothing to scan
 _names = itertools.count()
 

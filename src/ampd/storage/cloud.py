@@ -131,13 +131,15 @@ class CloudStore(ObjectStore):
         then one ranged GET per read (the query server reads from pyarrow's I/O threads)."""
         return pa.PythonFile(_RangedObject(self, _check(key), size), mode="r")
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """Bytes `start .. start + length` of an object, in one request. Raises ObjectNotFound."""
+    def read_range(self, key: str, start: int, length: int) -> pa.Buffer:
+        """Bytes `start .. start + length` of an object, in one request, as a buffer over
+        obstore's memory (no copy: a row group's column chunks can be tens of MiB).
+        Raises ObjectNotFound."""
         try:
             data = obstore.get_range(self._store, _check(key), start=start, length=length)
         except (NotFoundError, FileNotFoundError):
             raise ObjectNotFound(f"no object {key!r} in {self.url()}") from None
-        return data.to_bytes()
+        return pa.py_buffer(data)
 
     def url(self, key: str = "") -> str:
         return f"{self._url}/{key}" if key else self._url
@@ -209,12 +211,12 @@ class _RangedObject(_ReadOnlyFile):
         self._size = size
         self._pos = 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> pa.Buffer | bytes:
         end = self._size if size is None or size < 0 else min(self._pos + size, self._size)
         if end <= self._pos:
             return b""
         data = self._store.read_range(self._key, self._pos, end - self._pos)
-        self._pos += len(data)
+        self._pos += data.size
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
