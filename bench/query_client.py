@@ -143,21 +143,36 @@ def main() -> None:
     parser.add_argument("--url", help="the endpoint (jsonl, flight)")
     parser.add_argument("--files", type=Path, help="JSON array of Parquet paths (floor)")
     parser.add_argument("--table", help="NS/NAME.TABLE, the table the SQL reads (floor)")
+    parser.add_argument(
+        "--times",
+        type=int,
+        default=1,
+        help="scan this many times back to back and report the median (a scan of a tenth "
+        "of a second is mostly noise once)",
+    )
     args = parser.parse_args()
-    try:
-        if args.path == "floor":
-            if args.files is None or args.table is None:
-                parser.error("floor needs --files and --table")
-            result = scan_floor(json.loads(args.files.read_text()), args.table, args.sql)
-        elif args.url is None:
-            parser.error(f"{args.path} needs --url")
-        elif args.path == "jsonl":
-            result = scan_jsonl(args.url, args.sql)
-        else:
-            result = scan_flight(args.url, args.sql)
-    except Exception as exc:  # noqa: BLE001 - any failure is this run's error line
-        sys.exit(f"error: {args.path} scan of {args.sql!r}: {type(exc).__name__}: {exc}")
-    print(json.dumps(result))
+    if args.path == "floor" and (args.files is None or args.table is None):
+        parser.error("floor needs --files and --table")
+    if args.path != "floor" and args.url is None:
+        parser.error(f"{args.path} needs --url")
+    results = []
+    for _ in range(max(args.times, 1)):
+        try:
+            if args.path == "floor":
+                result = scan_floor(json.loads(args.files.read_text()), args.table, args.sql)
+            elif args.path == "jsonl":
+                result = scan_jsonl(args.url, args.sql)
+            else:
+                result = scan_flight(args.url, args.sql)
+        except Exception as exc:  # noqa: BLE001 - any failure is this run's error line
+            sys.exit(f"error: {args.path} scan of {args.sql!r}: {type(exc).__name__}: {exc}")
+        if results and result["rows"] != results[0]["rows"]:
+            sys.exit(f"error: {args.sql!r}: {result['rows']} rows, then {results[0]['rows']}")
+        results.append(result)
+    summary = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
+    if len(results) > 1:
+        summary = {**summary, "all_seconds": [round(r["seconds"], 4) for r in results]}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
