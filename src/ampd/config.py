@@ -91,6 +91,9 @@ class Config(_Section):
     poll_interval_secs: float = Field(1.0, gt=0)
     segment_blocks: int = Field(100_000, ge=1)
     worker_timeout_secs: float = Field(5.0, gt=0)
+    # Processes a worker (and solo's) fetches and converts blocks in; None: one per CPU,
+    # 0: in the worker's own process.
+    worker_processes: int | None = Field(None, ge=0)
     reconcile_interval_secs: float = Field(60.0, gt=0)
     shutdown_timeout_secs: float = Field(30.0, ge=0)
     max_retries: int = Field(10, ge=0)

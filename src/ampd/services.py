@@ -10,6 +10,7 @@ import asyncio
 
 from ampd.config import Config
 from ampd.controller.service import Controller
+from ampd.extract.fetch_processes import FetchProcesses
 from ampd.logs import get_logger
 from ampd.metadb.connect import retry_start
 from ampd.metadb.migrate import migrate
@@ -75,10 +76,12 @@ async def run_server_process(config: Config, url: str, services: frozenset[str])
         await server.stop()
 
 
-async def run_worker_process(config: Config, url: str, node_id: str) -> None:
+async def run_worker_process(
+    config: Config, url: str, node_id: str, fetchers: FetchProcesses | None = None
+) -> None:
     shutdown = ShutdownSignal()
     shutdown.install()
-    worker = Worker(config, url, node_id)
+    worker = Worker(config, url, node_id, fetchers)
     try:
         await _migrate_if_configured(shutdown, config, url)
         await shutdown.guard(worker.start())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ampd.config import Config
 from ampd.controller.service import Controller
+from ampd.extract.fetch_processes import FetchProcesses
 from ampd.logs import get_logger
 from ampd.metadb.managed import ManagedPostgres
 from ampd.metadb.migrate import migrate
@@ -35,6 +36,8 @@ class SoloOptions:
     amp_dir: Path
     config: Config
     services: frozenset[str]
+    # The embedded worker's fetch processes, forked before anything else started.
+    fetchers: FetchProcesses | None = None
 
 
 def prepare_amp_dir(amp_dir: Path, config: Config) -> None:
@@ -82,7 +85,7 @@ async def run_solo(options: SoloOptions) -> None:
             await shutdown.guard(migrate(url, connect_timeout=wait_secs))
         controller = Controller(options.config, url, serve_api="admin" in options.services)
         await shutdown.guard(controller.start())
-        worker = Worker(options.config, url, EMBEDDED_WORKER_ID)
+        worker = Worker(options.config, url, EMBEDDED_WORKER_ID, options.fetchers)
         await shutdown.guard(worker.start())
         query_services = options.services & {"jsonl", "flight"}
         if query_services:
@@ -98,7 +101,9 @@ async def run_solo(options: SoloOptions) -> None:
         if server is not None:
             await server.stop()
         if worker is not None:
-            await worker.shutdown()
+            await worker.shutdown()  # stops the fetch processes too
+        elif options.fetchers is not None:
+            await options.fetchers.aclose()
         if controller is not None:
             await controller.stop()
         if starting is not None:

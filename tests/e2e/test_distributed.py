@@ -15,7 +15,7 @@ from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, assert_exact_output, fill_chain
 from support.postgres import create_database, drop_database
-from support.procs import AMPD, run
+from support.procs import AMPD, children_of, gone_within, run
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -59,6 +59,36 @@ def test_three_workers_share_a_job_and_output_is_exact(make_cluster, chain) -> N
     assert set(completed) == {"w1", "w2", "w3"}, completed
     counts = assert_exact_output(cluster, manifest_hash, 0, head)
     assert counts["transactions"] >= 2 * 600 and counts["logs"] > 0
+
+
+def test_heartbeats_keep_their_pace_while_a_worker_extracts_flat_out(
+    make_cluster, chain, record_property
+) -> None:  # noqa: ANN001
+    """Six segments on one worker at full speed, small chunks and a file per chunk: the
+    most work its event loop does. Its heartbeats (every second) must not fall behind."""
+    anvil, head = chain
+    cluster = make_cluster(segment_blocks=100, writer={"bytes": 1})
+    cluster.start_controller()
+    cluster.start_worker("busy", env={"AMP_EXTRACT_CHUNK_BLOCKS": "10"})
+    manifest_hash = cluster.register()
+    beats: list[float] = []
+    with psycopg.connect(cluster.db_url, autocommit=True) as conn:
+        job_id = cluster.deploy({"end_block": str(head)})
+        while cluster.job(job_id)["status"] not in ("COMPLETED", "FAILED", "FATAL", "ERROR"):
+            (at,) = conn.execute(
+                "SELECT extract(epoch FROM heartbeat_at) FROM workers WHERE node_id = 'busy'"
+            ).fetchone()
+            if not beats or float(at) != beats[-1]:
+                beats.append(float(at))
+            time.sleep(0.05)
+    assert cluster.job(job_id)["status"] == "COMPLETED", cluster.logs()
+    assert_exact_output(cluster, manifest_hash, 0, head)
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    assert len(gaps) >= 2, f"the job ended before two heartbeats: {beats}"
+    record_property("largest_heartbeat_gap_secs", round(max(gaps), 3))
+    print(f"largest heartbeat gap {max(gaps):.3f} s over {len(gaps)} heartbeats")
+    # The real bound is worker_timeout_secs (5 s): a gap that long looks like a dead worker.
+    assert max(gaps) < 3.0, gaps
 
 
 def test_deploy_without_workers_waits_then_starts(make_cluster, chain) -> None:  # noqa: ANN001
@@ -120,7 +150,7 @@ def objects_on_disk(cluster: Cluster) -> set[str]:
 
 def test_kill_9_worker_mid_segment_is_taken_over(make_cluster, chain) -> None:  # noqa: ANN001
     anvil, head = chain
-    cluster = make_cluster(segment_blocks=150, worker_timeout_secs=3, **SLOW)
+    cluster = make_cluster(segment_blocks=150, worker_timeout_secs=3, worker_processes=2, **SLOW)
     cluster.start_controller()
     victim = cluster.start_worker("a-victim", env=SLOW_ENV)
     manifest_hash = cluster.register()
@@ -129,9 +159,13 @@ def test_kill_9_worker_mid_segment_is_taken_over(make_cluster, chain) -> None:  
         lambda: running_segment_of(cluster, job_id, "a-victim"), what="victim mid-segment"
     )
     cluster.start_worker("b-survivor", env=SLOW_ENV)
+    fetchers = children_of(victim.pid)
+    assert len(fetchers) == 2, "a fetch process per core"
     victim.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.wait(10)
+    # The kernel kills the fetch processes with their worker: none is left running.
+    assert gone_within(fetchers, within=5), f"orphaned fetch processes: {fetchers}"
 
     def taken_over() -> float | None:
         segs = cluster.segments(job_id)

@@ -25,6 +25,7 @@ from support.anvil import Anvil
 from support.chain import ChainInfo, build_varied_chain
 from support.dumps import dump_command, read_table, write_inputs
 from support.faultproxy import Fault, FaultProxy
+from support.procs import children_of, gone_within
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,7 +93,7 @@ async def test_a_killed_worker_fails_its_chunks_with_a_clear_error(
         )
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors and all(isinstance(e, WorkerProcessError) for e in errors)
-    assert f"dump worker process {victim} exited (code -9)" in str(errors[0])
+    assert f"fetch process {victim} exited (code -9)" in str(errors[0])
     assert len(errors) < len(results)  # the other worker's chunks came back
 
 
@@ -113,27 +114,6 @@ async def test_closing_with_chunks_in_hand_stops_every_worker_cleanly(
 
 
 # -- `ampd dump` as a process: signals -----------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
-
-
-def _gone(pids: list[int], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{p}").exists() and _state(p) != "Z" for p in pids):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "X"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +144,7 @@ def test_ctrl_c_stops_dump_gracefully_keeping_what_it_wrote(
         while proxy.requests < 12:
             assert dump.poll() is None, dump.stderr.read() if dump.stderr else ""
             time.sleep(0.05)
-        workers = _children(dump.pid)
+        workers = children_of(dump.pid)
         assert len(workers) == 2
         os.killpg(dump.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
         out, err = dump.communicate(timeout=60)
@@ -179,7 +159,7 @@ def test_ctrl_c_stops_dump_gracefully_keeping_what_it_wrote(
     assert f"blocks 0..{last} are written, {last + 1}..{long_chain} are not" in err
     blocks = read_table(sorted((tmp_path / "data").rglob("blocks/*/*.parquet")), TABLES["blocks"])
     assert blocks.column("block_num").to_pylist() == list(range(last + 1))
-    assert _gone(workers, within=10)
+    assert gone_within(workers, within=10)
 
 
 def test_workers_exit_when_dump_is_killed(
@@ -191,12 +171,12 @@ def test_workers_exit_when_dump_is_killed(
     try:
         while proxy.requests < 4:
             time.sleep(0.05)
-        workers = _children(dump.pid)
+        workers = children_of(dump.pid)
         assert len(workers) == 2
         dump.kill()
         dump.wait(timeout=30)
         # The pipe to the dead parent reads EOF: each worker stops by itself.
-        assert _gone(workers, within=15)
+        assert gone_within(workers, within=15)
     finally:
         if dump.poll() is None:
             dump.kill()

@@ -115,3 +115,26 @@ def kill_postgres_in(folder: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes `pid`'s main thread started (and that are still there)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def gone_within(pids: list[int], within: float) -> bool:
+    """Whether every one of `pids` has exited (zombies count as gone) within `within` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and _state(p) != "Z" for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"

@@ -19,7 +19,7 @@ def test_live_objects_do_not_trigger_collections_but_garbage_cycles_are_freed():
     out = _run(
         """
         import gc, weakref
-        from ampd.extract.parallel import relax_gc, _GC_THRESHOLD
+        from ampd.extract.fetch_processes import relax_gc, _GC_THRESHOLD
         relax_gc()
         runs = []
         gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(1))

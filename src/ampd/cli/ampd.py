@@ -138,8 +138,11 @@ def solo(
         {"flight": flight_server, "jsonl": jsonl_server, "admin": admin_server},
         ("admin", "jsonl", "flight"),
     )
+    options = SoloOptions(
+        amp_dir=amp_dir, config=config, services=services, fetchers=_forked_fetchers(config)
+    )
     _run(
-        run_solo(SoloOptions(amp_dir=amp_dir, config=config, services=services)),
+        run_solo(options),
         SoloError,
         WorkerError,
         *_service_errors(),
@@ -180,7 +183,7 @@ def worker(ctx: click.Context, node_id: str | None) -> None:
     url = _require_db_url(config, "worker")
     from ampd.services import run_worker_process
 
-    _run(run_worker_process(config, url, node_id), *_service_errors())
+    _run(run_worker_process(config, url, node_id, _forked_fetchers(config)), *_service_errors())
 
 
 @cli.command()
@@ -206,6 +209,17 @@ def migrate(ctx: click.Context) -> None:
     config = _require_config(ctx, "migrate")
     url = _require_db_url(config, "migrate")
     _run(run_migrate_process(config, url), *_service_errors())
+
+
+def _forked_fetchers(config):  # noqa: ANN001, ANN202 - FetchProcesses | None
+    """The worker's fetch processes, forked now: no thread or event loop exists yet, so they
+    start in milliseconds with everything already imported."""
+    from ampd.worker.service import fetch_processes
+
+    fetchers = fetch_processes(config, start_method="fork")
+    if fetchers is not None:
+        fetchers.start()
+    return fetchers
 
 
 def _service_errors() -> tuple[type[Exception], ...]:

@@ -25,11 +25,14 @@ from ampd.extract.engine import (
     extract_range,
     unless_stopped,
 )
-from ampd.extract.sources import open_pool
+from ampd.extract.fetch_processes import FetchProcesses
+from ampd.extract.parallel import ProcessPoolSource
+from ampd.extract.sources import providers_for
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import Fence, FenceLost, SegmentFence, committed_tail
 from ampd.providers.evm_rpc.convert import ConversionError
+from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
 
@@ -78,8 +81,10 @@ class SegmentRun:
         node_id: str,
         segment: SegmentInfo,
         hand_off: Callable[[SegmentFence, list[str]], None] | None = None,
+        fetchers: FetchProcesses | None = None,
     ) -> None:
         self.db = db
+        self.fetchers = fetchers  # the worker's fetch processes; None: fetch in this process
         self._hand_off = hand_off  # keys it could not settle, for the worker to retry
         self.config = config
         self.store = store
@@ -137,9 +142,11 @@ class SegmentRun:
                 seg.next_block,
             )
             # Provider files may live in an object store: read them off the event loop.
-            pool = await asyncio.to_thread(
-                open_pool, manifest, self.config.providers_dir, max_attempts=20
-            )
+            providers = await asyncio.to_thread(providers_for, manifest, self.config.providers_dir)
+            if self.fetchers is not None:
+                pool: Any = ProcessPoolSource(providers, shared=self.fetchers, max_attempts=20)
+            else:
+                pool = ProviderPool(providers, max_attempts=20)
             async with pool:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import psycopg
 
 from ampd import __version__
 from ampd.config import Config
+from ampd.extract.fetch_processes import FetchProcesses
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.connect import DatabaseUnavailable, connect, retry_start
 from ampd.metadb.db import MetadataDb
@@ -63,8 +65,22 @@ def build_info() -> dict[str, Any]:
     }
 
 
+def fetch_processes(config: Config, start_method: str = "spawn") -> FetchProcesses | None:
+    """The processes a worker extracts in (`worker_processes`, one per CPU by default), not
+    started yet; None when it extracts in its own process."""
+    count = config.worker_processes
+    if count is None:
+        count = os.cpu_count() or 1
+    return FetchProcesses(count, start_method=start_method) if count > 0 else None
+
+
 class Worker:
-    def __init__(self, config: Config, url: str, node_id: str) -> None:
+    def __init__(
+        self, config: Config, url: str, node_id: str, fetchers: FetchProcesses | None = None
+    ) -> None:
+        """`fetchers`: processes started before any thread existed (`ampd worker` forks
+        them first thing); without them the worker spawns its own at start. It stops them
+        on shutdown either way."""
         self.config = config
         self.url = url
         self.node_id = node_id
@@ -72,6 +88,7 @@ class Worker:
             url, pool_size=min(config.metadata_db.pool_size, 4), name=f"worker-{node_id}"
         )
         self.store = open_store(config.data_dir)
+        self.fetchers = fetchers if fetchers is not None else fetch_processes(config)
         self.runs: dict[int, SegmentRun] = {}
         self._lock_conn: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,6 +107,10 @@ class Worker:
         """
         token = node_id_var.set(self.node_id)  # tasks created below inherit it
         try:
+            if self.fetchers is not None:
+                # From the event loop's thread, which lives as long as the worker: the
+                # kernel kills the processes when the thread that started them ends.
+                self.fetchers.start()
             await self.store.check()  # a missing bucket fails here, before anything is written
             wait_secs = self.config.metadata_db.connect_timeout_secs
             await retry_start(lambda: self._join(wait_secs), timeout=wait_secs, what="worker start")
@@ -283,7 +304,9 @@ class Worker:
             namespace=row["namespace"],
             name=row["name"],
         )
-        run = SegmentRun(self.db, self.config, self.store, self.node_id, info, self._hand_off)
+        run = SegmentRun(
+            self.db, self.config, self.store, self.node_id, info, self._hand_off, self.fetchers
+        )
         if stop_mode is not None:
             run.request_stop(stop_mode)
         self.runs[info.id] = run
@@ -339,6 +362,8 @@ class Worker:
                     "could not release segments on shutdown (failover will): %s",
                     str(exc) or f"no database connection within {budget:.1f}s",
                 )
+        if self.fetchers is not None:
+            await self.fetchers.aclose()
         await self.db.close(timeout=grace)
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):

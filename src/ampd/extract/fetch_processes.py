@@ -1,0 +1,378 @@
+"""Processes that fetch blocks from providers and convert them to Arrow, for any caller.
+
+Python runs one thread at a time, and fetching plus converting is most of an extractor's
+CPU. `FetchProcesses` is a fixed set of child processes that serve every provider set their
+owner uses: `ampd dump` has one set for its one dataset; a worker has one for all its
+segments, so that segments of one network share the provider's limits (see parallel.py).
+
+A child runs one event loop with a provider pool per provider set it was told of. It starts
+fetching a chunk as soon as the request arrives and converts the chunks whose blocks have
+come back in the order they were asked for: while it converts one chunk, the requests for
+its next ones are already with the node. Record batches come back as Arrow IPC, which costs
+little to move. Single calls (the head, one block by number) are answered as they finish.
+
+A child dies with its owner: it is killed by the kernel when the owner dies (Linux's
+parent-death signal), and it stops when the owner's end of its pipe closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pyarrow as pa
+
+from ampd.logs import get_logger, setup_logging
+from ampd.providers.config import parse_provider
+from ampd.providers.evm_rpc.convert import ConversionError, block_headers, convert
+from ampd.providers.evm_rpc.errors import RpcError
+from ampd.providers.evm_rpc.pool import ProviderPool
+from ampd.providers.evm_rpc.transport import decode_on_loop_thread
+
+log = get_logger("extract")
+
+_SHUTDOWN = b""
+_EXIT_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class RemoteConversionError(ConversionError):
+    """A ConversionError raised in a fetch process (message kept, fields not)."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.block_num, self.table, self.column, self.value, self.reason = (
+            None,
+            "",
+            "",
+            None,
+            message,
+        )
+
+
+class RemoteRpcError(RpcError):
+    """An RpcError raised in a fetch process (message kept, fields not)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.provider, self.url, self.detail, self.method = "", "", message, None
+
+
+class WorkerProcessError(RuntimeError):
+    """A fetch process failed: it died, or an unexpected error ended a request."""
+
+
+# -- the child process ---------------------------------------------------------------------
+
+# Objects the cyclic garbage collector may see pile up before it runs (Python's default: 700).
+_GC_THRESHOLD = 100_000
+
+
+def relax_gc() -> None:
+    """Run the cyclic garbage collector only when garbage can have piled up.
+
+    Decoding one chunk's JSON makes tens of thousands of dicts and lists, all alive until
+    the chunk is converted. With Python's default threshold the collector runs dozens of
+    times per chunk and frees nothing: 0.33 CPU-seconds per process on 20,000 anvil blocks.
+    The count that triggers a collection is objects made minus objects freed, so with a
+    high threshold it still runs once that many objects outlive their chunk (cycles).
+    Objects from before (imported modules) are frozen out of every collection.
+    """
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD, 10, 10)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when `parent` (the thread that started it) dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(0)
+
+
+def _child_main(conn: Connection, parent: int, inherited: list[int]) -> None:
+    _die_with(parent)
+    # A forked child holds copies of the parent's ends of every pipe made so far: close
+    # them, so that a pipe reads EOF (and a write fails) once the parent is gone.
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    # The parent decides when to stop (a terminal's Ctrl-C reaches the whole group): a
+    # child ends on its shutdown message, or when the parent's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup_logging()  # a spawned process starts blank: same format and level (AMP_LOG)
+    relax_gc()
+    decode_on_loop_thread()
+    try:
+        asyncio.run(_serve(conn))
+    finally:
+        conn.close()
+
+
+async def _serve(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    pools: dict[str, ProviderPool] = {}
+    # Chunk fetches in the order their requests came, each already running; None: stop.
+    fetches: asyncio.Queue[tuple[int, asyncio.Task] | None] = asyncio.Queue()
+    running: set[asyncio.Task] = set()
+    stopping = False
+
+    def track(task: asyncio.Task) -> asyncio.Task:
+        running.add(task)
+        task.add_done_callback(running.discard)
+        return task
+
+    async def answer_call(seq: int, work: Any) -> None:
+        conn.send_bytes(pickle.dumps(await _call_result(seq, work)))
+
+    def on_request() -> None:
+        nonlocal stopping
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            message = _SHUTDOWN
+        if message == _SHUTDOWN:  # the parent stopped reading: drop the work in hand
+            stopping = True
+            loop.remove_reader(conn.fileno())
+            for task in list(running):
+                task.cancel()
+            fetches.put_nowait(None)
+            return
+        op, seq, key, *args = pickle.loads(message)
+        if op == "providers":
+            raw, max_attempts = args
+            configs = [parse_provider(name, item) for name, item in raw]
+            pools[key] = ProviderPool(configs, max_attempts=max_attempts)
+        elif op == "blocks":
+            fetches.put_nowait((seq, track(loop.create_task(pools[key].fetch_blocks(args[0])))))
+        elif op == "head":
+            track(loop.create_task(answer_call(seq, pools[key].head(finalized=args[0]))))
+        elif op == "call":
+            track(loop.create_task(answer_call(seq, pools[key].call(args[0], args[1]))))
+
+    loop.add_reader(conn.fileno(), on_request)
+    try:
+        while (item := await fetches.get()) is not None:
+            result = await _chunk_result(*item)
+            if stopping:
+                break
+            conn.send_bytes(pickle.dumps(result))
+    except OSError:  # the parent closed its end
+        pass
+    finally:
+        if not stopping:
+            loop.remove_reader(conn.fileno())
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*(pool.aclose() for pool in pools.values()), return_exceptions=True)
+
+
+async def _call_result(seq: int, work: Any) -> tuple:
+    try:
+        return ("value", seq, await work)
+    except RpcError as exc:  # its own fields do not survive pickling
+        return ("rpc_error", seq, str(exc))
+    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+        return ("error", seq, traceback.format_exc())
+
+
+async def _chunk_result(seq: int, fetch: asyncio.Task) -> tuple:
+    try:
+        try:
+            raw = await fetch
+        except asyncio.CancelledError:
+            if fetch.cancelled():  # we dropped it (shutting down); not this coroutine's cancel
+                return ("cancelled", seq)
+            raise
+        # Let requests that arrived meanwhile go out before this process is busy converting.
+        await asyncio.sleep(0)
+        batches = convert(raw)
+        headers = [(h.number, h.hash, h.parent_hash, h.timestamp) for h in block_headers(raw)]
+    except RpcError as exc:
+        return ("rpc_error", seq, str(exc))
+    except ConversionError as exc:
+        return ("conversion_error", seq, str(exc))
+    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+        return ("error", seq, traceback.format_exc())
+    payload = {}
+    for table, batch in batches.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        payload[table] = sink.getvalue().to_pybytes()
+    return ("chunk", seq, payload, headers)
+
+
+# -- the owning process --------------------------------------------------------------------
+
+
+class _Child:
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.pending: dict[int, asyncio.Future] = {}
+        self.keys: set[str] = set()  # provider sets it was told of
+        self.reading = False
+
+
+class FetchProcesses:
+    """`count` child processes serving fetch requests for any provider set.
+
+    spawn by default: a process with threads and an event loop must not fork. A caller
+    with neither yet may choose fork, which starts children in milliseconds instead of
+    re-importing everything (`start` then, before any thread exists). Start them from the
+    thread that lives as long as they should: the kernel kills them when it ends.
+    """
+
+    def __init__(self, count: int, *, start_method: str = "spawn") -> None:
+        if count < 1:
+            raise ValueError(f"fetch processes: {count}; expected at least 1")
+        self.count = count
+        self._context = multiprocessing.get_context(start_method)
+        self._children: list[_Child] = []
+        self._seq = itertools.count()
+        self.closed = False
+
+    def start(self) -> None:
+        if self._children or self.closed:
+            return
+        forks = self._context.get_start_method() == "fork"
+        for _ in range(self.count):
+            ours, theirs = self._context.Pipe()
+            ours_fds = [c.conn.fileno() for c in self._children] + [ours.fileno()]
+            process = self._context.Process(
+                target=_child_main,
+                args=(theirs, os.getpid(), ours_fds if forks else []),
+                daemon=True,
+                name="ampd-fetch",
+            )
+            process.start()
+            theirs.close()  # so that our end reads EOF when the child dies
+            self._children.append(_Child(process, ours))
+
+    @property
+    def pids(self) -> list[int]:
+        """The children's process ids (empty before `start`)."""
+        return [c.process.pid for c in self._children if c.process.pid is not None]
+
+    @property
+    def exit_codes(self) -> list[int | None]:
+        return [c.process.exitcode for c in self._children]
+
+    async def request(
+        self,
+        index: int,
+        op: str,
+        key: str,
+        providers: tuple[list[tuple[str, dict]], int | None],
+        *args: Any,
+    ) -> Any:
+        """Run `op` ("blocks", "head" or "call") with `args` in child `index`, on the
+        provider set `key` (`providers`: its files, limits already shared, and max_attempts).
+        Raises WorkerProcessError if the child dies or fails, RemoteRpcError and
+        RemoteConversionError for what the providers or the conversion raised."""
+        if self.closed:
+            raise WorkerProcessError("the fetch processes are shut down")
+        self.start()
+        child = self._children[index]
+        loop = asyncio.get_running_loop()
+        if not child.reading:
+            loop.add_reader(child.conn.fileno(), self._on_result, child)
+            child.reading = True
+        seq = next(self._seq)
+        future = loop.create_future()
+        child.pending[seq] = future
+        try:
+            if key not in child.keys:
+                child.conn.send_bytes(pickle.dumps(("providers", None, key, *providers)))
+                child.keys.add(key)
+            child.conn.send_bytes(pickle.dumps((op, seq, key, *args)))
+        except OSError as exc:
+            child.pending.pop(seq, None)
+            raise self._died(child) from exc
+        try:
+            return await future
+        finally:
+            child.pending.pop(seq, None)  # a cancelled request's answer is dropped on arrival
+
+    def _on_result(self, child: _Child) -> None:
+        try:
+            message = pickle.loads(child.conn.recv_bytes())
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(child.conn.fileno())
+            child.reading = False
+            error = self._died(child)
+            for future in child.pending.values():
+                if not future.done():
+                    future.set_exception(error)
+            return
+        kind, seq, *rest = message
+        future = child.pending.get(seq)
+        if future is None or future.done():
+            return
+        if kind == "chunk":
+            future.set_result((rest[0], rest[1]))
+        elif kind == "value":
+            future.set_result(rest[0])
+        elif kind == "rpc_error":
+            future.set_exception(RemoteRpcError(rest[0]))
+        elif kind == "conversion_error":
+            future.set_exception(RemoteConversionError(rest[0]))
+        else:
+            future.set_exception(WorkerProcessError(f"a fetch process failed:\n{rest[0]}"))
+
+    def _died(self, child: _Child) -> WorkerProcessError:
+        child.process.join(timeout=1.0)
+        return WorkerProcessError(
+            f"fetch process {child.process.pid} exited (code {child.process.exitcode})"
+        )
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        for child in self._children:
+            if child.reading:
+                loop.remove_reader(child.conn.fileno())
+                child.reading = False
+            with contextlib.suppress(OSError):
+                child.conn.send_bytes(_SHUTDOWN)
+            # Closed at once: a child still sending a result gets an error, not a wait.
+            child.conn.close()
+            for future in child.pending.values():
+                if not future.done():
+                    future.set_exception(WorkerProcessError("the fetch processes are shut down"))
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for child in self._children:
+            child.process.join(timeout=_EXIT_TIMEOUT)
+            if child.process.is_alive():
+                log.warning("fetch process %d did not exit; killing it", child.process.pid)
+                child.process.kill()
+                child.process.join()
+
+
+def read_batches(payload: dict[str, bytes]) -> dict[str, pa.RecordBatch]:
+    return {table: pa.ipc.open_stream(buf).read_next_batch() for table, buf in payload.items()}
+
+
+def provider_key(providers: Sequence[tuple[str, dict]], max_attempts: int | None) -> str:
+    """One name per provider set (its files as shared out, and the retry budget)."""
+    text = json.dumps([list(providers), max_attempts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
