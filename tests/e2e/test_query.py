@@ -239,6 +239,35 @@ def test_flight_statement_query_raw_sql_and_adbc_agree_with_datafusion(env: dict
         assert table.equals(expected), "Flight answer differs from DataFusion over the files"
 
 
+# Results of the types that tables and SQL produce, each as DataFusion answers it in-process.
+TYPE_MATRIX = [
+    "SELECT [1, NULL, 3] AS a",
+    "SELECT [[1], [2, 3]] AS nested",
+    "SELECT named_struct('x', 1, 'y', 'two') AS s",
+    "SELECT [named_struct('x', 1)] AS list_of_structs",
+    "SELECT arrow_cast(12345678901234567890123456789, 'Decimal128(38, 0)') AS d128",
+    "SELECT arrow_cast('1234567890123456789012345678901234567890', 'Decimal256(76, 0)') AS d256",
+    "SELECT arrow_cast(arrow_cast('ab', 'Binary'), 'FixedSizeBinary(2)') AS fsb",
+    "SELECT arrow_cast(0, 'Timestamp(Nanosecond, Some(\"+00:00\"))') AS ts",
+    'SELECT hash, logs_bloom, difficulty, "timestamp" FROM "test/chain".blocks'
+    " ORDER BY block_num LIMIT 3",
+    "SELECT tx_hash, access_list, blob_versioned_hashes, authorization_list"
+    ' FROM "test/chain".transactions ORDER BY block_num, tx_index LIMIT 3',
+    'SELECT topic0, data FROM "test/chain".logs WHERE false',  # empty: schema, no rows
+]
+
+
+@pytest.mark.parametrize("sql", TYPE_MATRIX)
+def test_flight_streams_every_result_type_with_its_declared_schema(env: dict, sql: str) -> None:
+    expected = reference(env, sql.replace('"test/chain".', ""))
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()))
+    table = client.do_get(info.endpoints[0].ticket).read_all()
+    assert table.schema.equals(info.schema)
+    assert table.num_rows == expected.num_rows
+    assert table.to_pylist() == expected.to_pylist()
+
+
 def test_flight_errors_map_to_grpc_statuses(env: dict) -> None:
     client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
     with pytest.raises(pa.ArrowInvalid, match="SQL_NOT_ALLOWED"):

@@ -257,6 +257,18 @@ def _clean(message: str) -> str:
     return " ".join(message.split())[:2000]
 
 
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` with the schema the plan declared. DataFusion's batches can differ from it in
+    nullability only (a list literal's column: nullable in the plan, not null in the batch),
+    which Flight refuses as a schema mismatch."""
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a nested field's nullability differs
+        return batch.cast(schema)
+
+
 class BatchStream:
     """The record batches of a planned query, pulled asynchronously.
 
@@ -314,7 +326,7 @@ class BatchStream:
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
             self.cancel()
             raise classify(exc, self._snapshot) from None
-        return batch.to_pyarrow()
+        return conform(batch.to_pyarrow(), self.schema)
 
     async def __aiter__(self) -> AsyncIterator[pa.RecordBatch]:
         try:
