@@ -69,6 +69,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -
             manifest_hash = cluster.register()
             job_id = cluster.deploy({"end_block": str(head), "parallelism": 3})
             assert cluster.wait_job(job_id)["status"] == "COMPLETED"
+            # The same manifest in the global namespace: `chain.blocks` reads the same files.
+            assert cluster.register(namespace="_", name="chain") == manifest_hash
             server, jsonl, port = cluster.start_server()
             yield {
                 "cluster": cluster,
@@ -206,6 +208,69 @@ def test_jsonl_errors(env: dict, sql: bytes, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error_code"] == code, response.text
     assert response.json()["error_message"]
+
+
+# Every form Amp resolves: [namespace/]name[@revision], namespace `_` and the default
+# revision when left out; unquoted names are lower-cased.
+REFERENCES = [
+    "chain.blocks",
+    "CHAIN.blocks",
+    '"chain".blocks',
+    '"chain@1.0.0".blocks',
+    '"chain@latest".blocks',
+    '"_/chain".blocks',
+    '"_/chain@dev".blocks',
+    '"test/chain".blocks',
+    '"test/chain@1.0.0".blocks',
+]
+
+
+@pytest.mark.parametrize("table", REFERENCES)
+def test_dataset_references_as_amp_resolves_them(env: dict, table: str) -> None:
+    response = post(env, f"SELECT count(*) AS n, max(b.block_num) AS top FROM {table} AS b")
+    assert response.status_code == 200, response.text
+    assert lines(response) == [{"n": env["head"] + 1, "top": env["head"]}]
+
+
+def test_a_manifest_hash_is_a_revision_too(env: dict) -> None:
+    response = post(env, f'SELECT count(*) AS n FROM "chain@{env["hash"]}".blocks')
+    assert lines(response) == [{"n": env["head"] + 1}], response.text
+
+
+@pytest.mark.parametrize(
+    ("sql", "code", "message"),
+    [
+        ("SELECT * FROM nope.blocks", "DATASET_NOT_FOUND", "dataset '_/nope' not found"),
+        (
+            'SELECT * FROM "chain@9.9.9".blocks',
+            "DATASET_NOT_FOUND",
+            "revision '9.9.9' of dataset '_/chain' not found",
+        ),
+        ('SELECT * FROM "other/chain".blocks', "DATASET_NOT_FOUND", "'other/chain' not found"),
+        ("SELECT * FROM chain.nope", "TABLE_NOT_FOUND", "table 'chain.nope' not found"),
+    ],
+)
+def test_unknown_references_name_what_is_missing(
+    env: dict, sql: str, code: str, message: str
+) -> None:
+    response = post(env, sql)
+    assert response.status_code == 404, response.text
+    assert response.json()["error_code"] == code
+    assert message in response.json()["error_message"]
+
+
+def test_show_tables_and_information_schema_list_the_datasets(env: dict) -> None:
+    shown = {(r["table_schema"], r["table_name"]) for r in lines(post(env, "SHOW TABLES"))}
+    for dataset in ("_/chain", "test/chain"):
+        assert {(dataset, t) for t in TABLES} <= shown, shown
+    columns = lines(
+        post(
+            env,
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'test/chain' AND table_name = 'logs' ORDER BY ordinal_position",
+        )
+    )
+    assert [c["column_name"] for c in columns] == TABLES["logs"].names
 
 
 def test_health(env: dict) -> None:

@@ -22,6 +22,7 @@ from datafusion.catalog import Catalog, Schema, Table
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.server.catalog import CatalogSnapshot, CommittedFile
+from ampd.sql.references import parse_reference, resolve, table_references
 
 log = get_logger("server")
 
@@ -128,12 +129,6 @@ def parse_query(raw: bytes | str) -> ParsedQuery:
     return ParsedQuery(text, stream)
 
 
-# `"ns/name".table` or `"ns/name@rev".table` (the dataset part must be quoted: it has a "/").
-_REFERENCE = re.compile(
-    r'"([a-z0-9_]+/[a-z_][a-z0-9_]*(?:@[^"]+)?)"\s*\.\s*"?([A-Za-z_][A-Za-z0-9_]*)"?'
-)
-
-
 def _table(
     ctx: SessionContext, name: str, files: tuple[CommittedFile, ...], snapshot: CatalogSnapshot
 ) -> Table:
@@ -152,6 +147,13 @@ def _table(
     return frame.into_view()
 
 
+_LISTING = re.compile(r"^\s*show\b|\binformation_schema\b", re.IGNORECASE)
+
+
+def _lists_tables(sql: str) -> bool:
+    return bool(_LISTING.search(_COMMENTS.sub(" ", sql)))
+
+
 def _register(
     ctx: SessionContext,
     sql: str,
@@ -165,8 +167,9 @@ def _register(
     """
     catalog = Catalog.memory_catalog()
     schemas: dict[str, Schema] = {}
-    for schema_name, table_name in set(_REFERENCE.findall(sql)):
-        revision = snapshot.schemas.get(schema_name)
+    for schema_name, table_name in table_references(sql):
+        key = resolve(schema_name, snapshot.schemas)
+        revision = snapshot.schemas.get(key) if key is not None else None
         if revision is None or table_name not in revision.tables:
             continue
         files = (only if only is not None else revision.tables).get(table_name, ())
@@ -174,6 +177,18 @@ def _register(
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
         schemas[schema_name].register_table(table_name, _table(ctx, table_name, files, snapshot))
+    if _lists_tables(sql):
+        # SHOW TABLES / information_schema: every dataset by its `ns/name`, with its tables'
+        # columns (no files needed to list them).
+        for name in sorted(n for n in snapshot.datasets() if n in snapshot.schemas):
+            if name not in schemas:
+                schemas[name] = Schema.memory_schema()
+                catalog.register_schema(name, schemas[name])
+            for table_name in snapshot.schemas[name].tables:
+                if schemas[name].table_exist(table_name):
+                    continue
+                empty = ctx.from_arrow(TABLES[table_name].empty_table()).into_view()
+                schemas[name].register_table(table_name, empty)
     catalog.register_schema("public", Schema.memory_schema())
     ctx.register_catalog_provider("datafusion", catalog)
 
@@ -203,7 +218,7 @@ def plan(
         runtime = runtime.with_greedy_memory_pool(limits.max_mem_mb * 1024 * 1024)
     config = (
         SessionConfig()
-        .with_information_schema(False)
+        .with_information_schema(_lists_tables(sql))
         .with_default_catalog_and_schema("datafusion", "public")
     )
     ctx = SessionContext(config, runtime)
@@ -235,14 +250,37 @@ def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:
                 400, "SQL_NOT_ALLOWED", f"reading files or URLs is not allowed: {name!r}"
             )
         schema = name.rsplit(".", 1)[0] if "." in name else ""
-        if schema and schema != "public" and schema not in snapshot.schemas:
-            return QueryError(404, "DATASET_NOT_FOUND", f"dataset {schema!r} not found")
+        if schema and schema != "public":
+            missing_dataset = _missing_dataset(schema, snapshot)
+            if missing_dataset is not None:
+                return missing_dataset
         return QueryError(404, "TABLE_NOT_FOUND", f"table {name!r} not found")
     if "Resources exhausted" in message:
         return QueryError(
             500, "QUERY_FAILED", f"query exceeded query_max_mem_mb: {_clean(message)}"
         )
     return QueryError(500, "QUERY_FAILED", _clean(message))
+
+
+def _missing_dataset(schema: str, snapshot: CatalogSnapshot) -> QueryError | None:
+    """DATASET_NOT_FOUND naming what `schema` lacks (the dataset, or its revision), or None
+    when it names a dataset revision the catalog has."""
+    if resolve(schema, snapshot.schemas) is not None:
+        return None
+    reference = parse_reference(schema)
+    if reference is None:
+        return QueryError(
+            404,
+            "DATASET_NOT_FOUND",
+            f"dataset {schema!r} not found: expected [namespace/]name[@revision]",
+        )
+    if reference.revision is not None and reference.dataset in snapshot.datasets():
+        return QueryError(
+            404,
+            "DATASET_NOT_FOUND",
+            f"revision {reference.revision!r} of dataset {reference.dataset!r} not found",
+        )
+    return QueryError(404, "DATASET_NOT_FOUND", f"dataset {reference.dataset!r} not found")
 
 
 def _timed_out(limits: Limits) -> QueryError:

@@ -1,0 +1,101 @@
+"""Dataset references in SQL, as Amp resolves them.
+
+A table is named `<dataset>.<table>`, where the dataset part is a partial reference
+`[namespace/]name[@revision]`: the namespace defaults to `_` and the revision to the
+default one (`latest`, or `dev` while there is no version). So all of these work:
+
+    eth_rpc.logs                    _/eth_rpc, default revision
+    "eth_rpc@1.0.0".logs            _/eth_rpc, version 1.0.0
+    "edgeandnode/eth_rpc".logs      edgeandnode/eth_rpc, default revision
+    "edgeandnode/eth_rpc@dev".logs  edgeandnode/eth_rpc, the dev tag (or a manifest hash)
+
+A dataset part with `/` or `@` must be quoted in SQL. Unquoted names are lower-cased, as
+DataFusion does, so `ETH_RPC.logs` is `eth_rpc.logs`.
+
+The references are found with a small tokenizer that skips string literals and comments;
+every `a.b` pair is a candidate, and only those whose first part names a dataset are used
+(a `table.column` pair names none).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+
+from ampd.datasets.registry import DEFAULT_NAMESPACE, NAME, NAMESPACE
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<line_comment>--[^\n]*)
+  | (?P<block_comment>/\*.*?\*/)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<quoted>"(?:[^"]|"")*")
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<dot>\.)
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class DatasetReference:
+    namespace: str
+    name: str
+    revision: str | None  # None: the default revision
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.dataset + (f"@{self.revision}" if self.revision else "")
+
+
+def parse_reference(text: str) -> DatasetReference | None:
+    """`[namespace/]name[@revision]`, or None if `text` is not one."""
+    before, at, revision = text.partition("@")
+    if at and not revision:
+        return None
+    namespace, slash, name = before.rpartition("/")
+    if not slash:
+        namespace = DEFAULT_NAMESPACE
+    if not NAME.match(name) or not NAMESPACE.match(namespace):
+        return None
+    return DatasetReference(namespace, name, revision or None)
+
+
+def table_references(sql: str) -> list[tuple[str, str]]:
+    """Every `(schema, table)` pair the SQL may name, as DataFusion will see the names
+    (unquoted ones lower-cased), in order, without repeats."""
+    parts: list[tuple[str, str | None]] = []  # (kind, normalized identifier)
+    for match in _TOKEN.finditer(sql):
+        kind = match.lastgroup or "other"
+        text = match.group()
+        if kind in ("space", "line_comment", "block_comment"):
+            continue
+        if kind == "word":
+            parts.append(("ident", text.lower()))
+        elif kind == "quoted":
+            parts.append(("ident", text[1:-1].replace('""', '"')))
+        else:
+            parts.append((kind, None))
+    found: list[tuple[str, str]] = []
+    for i in range(len(parts) - 2):
+        (k0, schema), (k1, _), (k2, table) = parts[i : i + 3]
+        if k0 == "ident" and k1 == "dot" and k2 == "ident":
+            pair = (str(schema), str(table))
+            if pair not in found:
+                found.append(pair)
+    return found
+
+
+def resolve(schema: str, known: Container[str]) -> str | None:
+    """The catalog key (`ns/name` or `ns/name@rev`) that `schema` names, or None."""
+    reference = parse_reference(schema)
+    if reference is None:
+        return None
+    key = str(reference)
+    return key if key in known else None
