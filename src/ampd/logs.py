@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -30,6 +31,10 @@ node_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("node_i
 
 class _LineFormatter(logging.Formatter):
     """`2026-11-30T12:00:00.123Z INFO  worker node_id=w1: message` on one line."""
+
+    def formatException(self, ei) -> str:  # noqa: ANN001, N802 - logging's name
+        # With an explicit limit: the query server sets sys.tracebacklimit to 0 (flight.py).
+        return "".join(traceback.format_exception(*ei, limit=1000)).rstrip("\n")
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -83,6 +84,8 @@ def command_sql(command: bytes) -> str:
 
 def _flight_error(exc: QueryError) -> Exception:
     text = f"{exc.code}: {exc}"
+    if exc.status >= 500 and exc.code != "QUERY_TIMEOUT":
+        log.error("query failed: %s", text)
     if exc.status == 404:
         return KeyError(text)
     if exc.status < 500:
@@ -280,6 +283,10 @@ class FlightService:
         self.port: int | None = None
 
     async def start(self) -> None:
+        # pyarrow sends a handler's exception to the client with its formatted traceback
+        # (our frames and file paths); with no frames allowed, only the message goes. ampd's
+        # own log lines still show whole tracebacks (logs.py passes a limit).
+        sys.tracebacklimit = 0
         host, port = split_addr(self._addr)
         location = f"grpc+tcp://{host}:{port}"
         try:

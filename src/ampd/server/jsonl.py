@@ -26,6 +26,8 @@ log = get_logger("server")
 
 
 def _error(exc: QueryError) -> JSONResponse:
+    if exc.status >= 500 and exc.code != "QUERY_TIMEOUT":
+        log.error("query failed: %s: %s", exc.code, exc)
     return JSONResponse({"error_code": exc.code, "error_message": str(exc)}, status_code=exc.status)
 
 
