@@ -199,6 +199,13 @@ ERRORS = [
     (b"SELECT * FROM 'https://example.com/x.parquet'", 400, "SQL_NOT_ALLOWED"),
     (b'SELECT * FROM "/etc/hosts"', 400, "SQL_NOT_ALLOWED"),
     (b'SELECT * FROM "data.parquet"', 400, "SQL_NOT_ALLOWED"),
+    (b'SELECT block_num AS _b FROM "test/chain".blocks', 400, "INVALID_PLAN"),
+    (
+        b'SELECT b.block_num, l.block_num FROM "test/chain".blocks b'
+        b' JOIN "test/chain".logs l ON b.block_num = l.block_num',
+        400,
+        "INVALID_PLAN",
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.server.catalog import CatalogSnapshot, CommittedFile
 from ampd.sql.references import parse_reference, resolve, table_references
+from ampd.sql.rules import QueryRuleError, check_plan
 
 log = get_logger("server")
 
@@ -224,7 +225,11 @@ def plan(
     ctx = SessionContext(config, runtime)
     try:
         _register(ctx, sql, snapshot, only)
-        return ctx.sql_with_options(sql, _OPTIONS)
+        frame = ctx.sql_with_options(sql, _OPTIONS)
+        check_plan(frame)
+        return frame
+    except QueryRuleError as exc:
+        raise QueryError(400, "INVALID_PLAN", str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
         raise classify(exc, snapshot) from None
 
