@@ -1,6 +1,6 @@
 """The query server's read path on each cloud: a Parquet file written through CloudStore is
 planned from its footer (stored, or read once from the store) and scanned by DataFusion
-with ranged reads (`server/footer_cache.py`), configured from the environment variables."""
+with ranged reads (`sql/footer_cache.py`), configured from the environment variables."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from datafusion import SessionContext
 from datafusion.catalog import Table
 
-from ampd.server.catalog import CommittedFile
-from ampd.server.footer_cache import FooterCache
+from ampd.sql.catalog import CommittedFile
+from ampd.sql.footer_cache import FooterCache
 from ampd.storage.cloud import open_cloud_store
 from ampd.storage.footer import footer_bytes
 from support.clouds import SCHEMES, endpoint, new_bucket

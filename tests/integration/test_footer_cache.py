@@ -14,8 +14,8 @@ import pytest
 from datafusion import SessionContext
 from datafusion.catalog import Table
 
-from ampd.server.catalog import CommittedFile
-from ampd.server.footer_cache import FooterCache
+from ampd.sql.catalog import CommittedFile
+from ampd.sql.footer_cache import FooterCache
 from ampd.storage.cloud import CloudStore, open_cloud_store
 from ampd.storage.footer import InvalidFooter, footer_bytes, parse_footer
 from support.s3 import S3Endpoint, moto_s3

@@ -24,8 +24,8 @@ import pyarrow.flight as flight
 
 from ampd.config import split_addr
 from ampd.logs import get_logger
-from ampd.server.catalog import Catalog, CatalogSnapshot, CommittedFile
-from ampd.server.engine import BatchStream, Limits, QueryError, parse_query, plan
+from ampd.sql.catalog import Catalog, CatalogSnapshot, CommittedFile
+from ampd.sql.engine import BatchStream, Limits, QueryError, parse_query, plan
 
 log = get_logger("server")
 

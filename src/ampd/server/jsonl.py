@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ampd.logs import get_logger
-from ampd.server.catalog import Catalog
 from ampd.server.encoding import encode_batch
-from ampd.server.engine import BatchStream, Limits, QueryError, parse_query, plan
+from ampd.sql.catalog import Catalog
+from ampd.sql.engine import BatchStream, Limits, QueryError, parse_query, plan
 
 log = get_logger("server")
 

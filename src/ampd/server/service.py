@@ -6,8 +6,8 @@ from ampd.config import Config
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.runtime.http import HttpService
-from ampd.server.catalog import Catalog
-from ampd.server.engine import Limits
+from ampd.sql.catalog import Catalog
+from ampd.sql.engine import Limits
 from ampd.storage.store import open_store
 
 log = get_logger("server")

@@ -35,7 +35,7 @@ from ampd.storage.cloud import CloudStore
 from ampd.storage.footer import InvalidFooter, parse_footer
 
 if TYPE_CHECKING:
-    from ampd.server.catalog import CommittedFile
+    from ampd.sql.catalog import CommittedFile
 
 log = get_logger("server")
 

@@ -21,7 +21,7 @@ from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import TABLE_CHANGES_CHANNEL
 from ampd.providers.evm_rpc.schema import TABLES
-from ampd.server.footer_cache import FooterCache
+from ampd.sql.footer_cache import FooterCache
 from ampd.storage.cloud import CloudStore
 from ampd.storage.store import open_store
 

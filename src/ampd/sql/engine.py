@@ -21,7 +21,7 @@ from datafusion.catalog import Catalog, Schema, Table
 
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
-from ampd.server.catalog import CatalogSnapshot, CommittedFile
+from ampd.sql.catalog import CatalogSnapshot, CommittedFile
 from ampd.sql.references import parse_reference, resolve, table_references
 from ampd.sql.rules import QueryRuleError, check_plan
 
