@@ -91,6 +91,8 @@ class Config(_Section):
     poll_interval_secs: float = Field(1.0, gt=0)
     segment_blocks: int = Field(100_000, ge=1)
     worker_timeout_secs: float = Field(5.0, gt=0)
+    # How many segments one worker runs at once (the scheduler gives it no more).
+    worker_max_segments: int = Field(4, ge=1)
     reconcile_interval_secs: float = Field(60.0, gt=0)
     shutdown_timeout_secs: float = Field(30.0, ge=0)
     max_retries: int = Field(10, ge=0)

@@ -46,6 +46,13 @@ def test_connect_timeout_defaults_to_60s_and_comes_from_the_environment(tmp_path
     assert config.metadata_db.connect_timeout_secs == 5.0
 
 
+def test_worker_capacity_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "worker_max_segments = 2\n")
+    assert load_config(path, env={}).worker_max_segments == 2
+    env = {"AMP_CONFIG_WORKER_MAX_SEGMENTS": "1"}
+    assert load_config(path, env=env).worker_max_segments == 1
+
+
 def test_relative_paths_resolve_beside_the_config_file(tmp_path: Path) -> None:
     folder = tmp_path / "conf"
     folder.mkdir()
@@ -93,6 +100,7 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     assert config.reconcile_interval_secs == 60
     assert config.shutdown_timeout_secs == 30
     assert config.max_retries == 10
+    assert config.worker_max_segments == 4
     assert config.writer.compression == "zstd(1)"
     assert config.writer.bytes == 2_147_483_648
     assert config.writer.max_row_group_mb == 512
@@ -122,6 +130,7 @@ def test_solo_keeps_an_explicit_address(tmp_path: Path) -> None:
         ('admin_api_addr = "localhost"\n', {}, ["'admin_api_addr'", "HOST:PORT"]),
         ("poll_interval_secs = 0\n", {}, ["'poll_interval_secs'", "greater than 0"]),
         ("metadata_db = 5\n", {}, ["'metadata_db'", "expected a table"]),
+        ("worker_max_segments = 0\n", {}, ["'worker_max_segments'", "0", "at least 1"]),
         (
             "",
             {"AMP_CONFIG_SEGMENT_BLOCKS": "abc"},

@@ -2,7 +2,7 @@
 
 Each pass, in order:
 1. take the segments of dead workers (heartbeat older than `worker_timeout_secs`) back;
-2. assign waiting segments to live workers, least-loaded first, most urgent job first;
+2. assign waiting segments to live workers, most spare capacity first, most urgent job first;
 3. move jobs along: completion, stop requests, failures past `max_retries`.
 Every pass is idempotent, so a new leader simply starts passing.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -40,6 +41,15 @@ def _action(node_id: str, segment_id: int, epoch: int, action: str) -> str:
     return json.dumps(
         {"node_id": node_id, "segment_id": segment_id, "epoch": epoch, "action": action}
     )
+
+
+def pick_worker(spare: Mapping[str, int], pattern: str | None) -> str | None:
+    """The worker matching `pattern` with the most spare capacity (capacity minus running
+    segments; ties: the lowest node id), or None when every matching worker is full."""
+    candidates = [n for n, free in spare.items() if free > 0 and matches(pattern, n)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda n: (-spare[n], n))
 
 
 class Scheduler:
@@ -93,13 +103,12 @@ class Scheduler:
             if not waiting:
                 return
             live = await fetch_all(conn, "live_workers", {"timeout": self.worker_timeout_secs})
-            load = {w["node_id"]: w["load"] for w in live}
+            spare = {w["node_id"]: w["capacity"] - w["load"] for w in live}
             started_jobs: set[int] = set()
             for seg in waiting:
-                candidates = [n for n in load if matches(seg["worker_pattern"], n)]
-                if not candidates:
-                    continue
-                node_id = min(candidates, key=lambda n: (load[n], n))
+                node_id = pick_worker(spare, seg["worker_pattern"])
+                if node_id is None:
+                    continue  # PENDING until a matching worker has room
                 row = await fetch_one(
                     conn,
                     "assign_segment",
@@ -107,7 +116,7 @@ class Scheduler:
                 )
                 if row is None:
                     continue
-                load[node_id] += 1
+                spare[node_id] -= 1
                 notices.append(_action(node_id, row["id"], row["epoch"], "start"))
                 await record_event(
                     conn,

@@ -52,10 +52,11 @@ DELETE FROM datasets WHERE namespace = %(namespace)s AND name = %(name)s;
 -- ==================== workers ====================
 
 -- register_worker --
-INSERT INTO workers (node_id, info, status, registered_at, heartbeat_at)
-VALUES (%(node_id)s, %(info)s, 'active', now(), now())
+INSERT INTO workers (node_id, info, capacity, status, registered_at, heartbeat_at)
+VALUES (%(node_id)s, %(info)s, %(capacity)s, 'active', now(), now())
 ON CONFLICT (node_id) DO UPDATE
-SET info = EXCLUDED.info, status = 'active', registered_at = now(), heartbeat_at = now();
+SET info = EXCLUDED.info, capacity = EXCLUDED.capacity, status = 'active',
+    registered_at = now(), heartbeat_at = now();
 
 -- heartbeat --
 UPDATE workers SET heartbeat_at = now(), status = 'active' WHERE node_id = %(node_id)s;
@@ -64,7 +65,7 @@ UPDATE workers SET heartbeat_at = now(), status = 'active' WHERE node_id = %(nod
 UPDATE workers SET status = 'stopped' WHERE node_id = %(node_id)s;
 
 -- list_workers --
-SELECT w.node_id, w.info, w.status, w.created_at, w.registered_at, w.heartbeat_at,
+SELECT w.node_id, w.info, w.capacity, w.status, w.created_at, w.registered_at, w.heartbeat_at,
        now() - w.heartbeat_at > make_interval(secs => %(timeout)s) AS stale,
        (SELECT count(*) FROM segments s
          WHERE s.node_id = w.node_id AND s.status IN ('ASSIGNED', 'RUNNING')) AS active_segments
@@ -75,8 +76,9 @@ SELECT node_id, info, status, created_at, registered_at, heartbeat_at
 FROM workers WHERE node_id = %(node_id)s;
 
 -- live_workers --
--- Workers that heartbeat recently, with how many segments each is running (the load).
-SELECT w.node_id,
+-- Workers that heartbeat recently, with how many segments each runs at most (capacity) and
+-- is running (the load).
+SELECT w.node_id, w.capacity,
        (SELECT count(*) FROM segments s
          WHERE s.node_id = w.node_id AND s.status IN ('ASSIGNED', 'RUNNING')) AS load
 FROM workers w

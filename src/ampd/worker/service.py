@@ -109,7 +109,9 @@ class Worker:
         await self.db.open(timeout=wait_secs)  # waits for a database not up yet
         self._lock_conn = await self._connect_and_lock(wait_secs)
         try:
-            await register(self._lock_conn, self.node_id, build_info())
+            await register(
+                self._lock_conn, self.node_id, build_info(), self.config.worker_max_segments
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._lock_conn.close()
@@ -162,7 +164,9 @@ class Worker:
                 conn = None
             if conn is not None:
                 try:
-                    await register(conn, self.node_id, build_info())
+                    await register(
+                        conn, self.node_id, build_info(), self.config.worker_max_segments
+                    )
                 except (psycopg.Error, OSError):
                     with contextlib.suppress(Exception):
                         await conn.close()  # it holds the lock: the next attempt needs it free
