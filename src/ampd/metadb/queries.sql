@@ -190,12 +190,14 @@ WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s AND status IN 
 RETURNING id;
 
 -- fence_advance_checkpoint --
--- The commit fence: the checkpoint moves only for the current owner and epoch, and only
--- from exactly the block before the committed range (no gap, no overlap).
+-- The commit fence: the checkpoint moves only for the current owner and epoch, only from
+-- exactly the block before the committed range (no gap, no overlap), and never past the
+-- segment's end (a split may have moved it).
 UPDATE segments SET checkpoint_block = %(end_block)s, status = 'RUNNING', updated_at = now()
 WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
   AND status IN ('ASSIGNED', 'RUNNING')
   AND COALESCE(checkpoint_block, start_block - 1) = %(start_block)s - 1
+  AND (end_block IS NULL OR %(end_block)s <= end_block)
 RETURNING id;
 
 -- fence_rewind_checkpoint --
@@ -206,7 +208,8 @@ WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
 RETURNING id;
 
 -- fence_finish_segment --
--- COMPLETED, STOPPED, FAILED or FATAL, by the current owner only.
+-- COMPLETED, STOPPED, FAILED or FATAL, by the current owner only; COMPLETED only once the
+-- checkpoint is at the end block (a run that ended early, its split not recorded, cannot).
 UPDATE segments
 SET status = %(status)s, error = %(error)s, updated_at = now(),
     attempts = attempts + CASE WHEN %(status)s IN ('FAILED', 'FATAL') THEN 1 ELSE 0 END,
@@ -215,7 +218,23 @@ SET status = %(status)s, error = %(error)s, updated_at = now(),
     node_id = CASE WHEN %(status)s IN ('FAILED', 'STOPPED') THEN NULL ELSE node_id END
 WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
   AND status IN ('ASSIGNED', 'RUNNING')
+  AND (%(status)s <> 'COMPLETED' OR checkpoint_block = end_block)
 RETURNING id, job_id, attempts;
+
+-- fence_owned_segment --
+-- The segment as its current owner sees it (nothing if it is not the owner's any more).
+SELECT id, start_block, end_block, checkpoint_block FROM segments
+WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
+  AND status IN ('ASSIGNED', 'RUNNING');
+
+-- fence_split_segment --
+-- The owner ends its segment before the split block, if the end is still the one it split.
+UPDATE segments SET end_block = %(new_end)s, updated_at = now()
+WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
+  AND status IN ('ASSIGNED', 'RUNNING')
+  AND end_block = %(old_end)s
+  AND COALESCE(checkpoint_block, start_block - 1) <= %(new_end)s
+RETURNING id, job_id;
 
 -- stop_idle_segments --
 -- Segments of a stopping job that nobody runs stop at once.
