@@ -1,8 +1,9 @@
-"""The scheduler's choices, as pure functions: which worker gets a segment."""
+"""The scheduler's choices, as pure functions: which worker gets a segment, and which
+running segment is split for which idle worker."""
 
 from __future__ import annotations
 
-from ampd.controller.scheduler import pick_worker
+from ampd.controller.scheduler import choose_splits, pick_worker
 
 
 def assign(spare: dict[str, int], patterns: list[str | None]) -> list[str | None]:
@@ -38,3 +39,41 @@ def test_the_pin_restricts_the_candidates() -> None:
     assert pick_worker(spare, "gpu*") == "gpu-2"
     assert pick_worker(spare, "gpu-1") == "gpu-1"
     assert pick_worker({"cpu-1": 4, "gpu-1": 0}, "gpu*") is None
+
+
+def seg(id_: int, epoch: int = 1, pattern: str | None = None, node: str = "owner") -> dict:
+    return {"id": id_, "epoch": epoch, "worker_pattern": pattern, "node_id": node}
+
+
+def pairs(chosen: list) -> list[tuple[str, int]]:
+    return [(node, s["id"]) for node, s in chosen]
+
+
+def test_each_idle_worker_gets_its_own_segment_largest_remainder_first() -> None:
+    running = [seg(7), seg(3), seg(5)]  # as the query orders them: largest remainder first
+    assert pairs(choose_splits(["a", "b"], [], running, set())) == [("a", 7), ("b", 3)]
+    assert pairs(choose_splits(["a", "b", "c", "d"], [], running, set())) == [
+        ("a", 7),
+        ("b", 3),
+        ("c", 5),
+    ]
+
+
+def test_a_segment_asked_recently_is_not_asked_again() -> None:
+    running = [seg(7, epoch=2), seg(3)]
+    assert pairs(choose_splits(["a"], [], running, {(7, 2)})) == [("a", 3)]
+    # A new epoch is a new run: it may be asked at once.
+    assert pairs(choose_splits(["a"], [], running, {(7, 1)})) == [("a", 7)]
+    assert choose_splits(["a"], [], running, {(7, 2), (3, 1)}) == []
+
+
+def test_a_worker_that_could_take_a_waiting_segment_asks_for_no_split() -> None:
+    running = [seg(7), seg(3)]
+    assert pairs(choose_splits(["gpu-1", "cpu-1"], ["gpu*"], running, set())) == [("cpu-1", 7)]
+    assert choose_splits(["a"], [None], running, set()) == []
+
+
+def test_only_segments_of_jobs_that_admit_the_idle_worker() -> None:
+    running = [seg(7, pattern="gpu*"), seg(3, pattern="cpu-1")]
+    assert pairs(choose_splits(["cpu-1"], [], running, set())) == [("cpu-1", 3)]
+    assert choose_splits(["tpu-1"], [], running, set()) == []

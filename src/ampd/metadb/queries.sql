@@ -164,6 +164,16 @@ WHERE j.status IN ('SCHEDULED', 'RUNNING')
 ORDER BY j.priority DESC, j.id, s.start_block
 FOR UPDATE OF s SKIP LOCKED;
 
+-- splittable_segments --
+-- Running bounded segments of running jobs whose unfinished remainder is at least
+-- `min_blocks`, largest first: what an idle worker may be given part of.
+SELECT s.id, s.job_id, s.node_id, s.epoch, j.worker_pattern,
+       s.end_block - COALESCE(s.checkpoint_block, s.start_block - 1) AS remaining
+FROM segments s JOIN jobs j ON j.id = s.job_id
+WHERE s.status = 'RUNNING' AND s.end_block IS NOT NULL AND j.status = 'RUNNING'
+  AND s.end_block - COALESCE(s.checkpoint_block, s.start_block - 1) >= %(min_blocks)s
+ORDER BY remaining DESC, s.id;
+
 -- assign_segment --
 UPDATE segments SET status = 'ASSIGNED', node_id = %(node_id)s, epoch = epoch + 1,
                     retry_at = NULL, updated_at = now()

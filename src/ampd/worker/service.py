@@ -208,6 +208,11 @@ class Worker:
         if action.get("node_id") != self.node_id:
             return
         log.debug("notified: %s", action)
+        if action.get("action") == "split":
+            run = self.runs.get(action.get("segment_id"))
+            if run is not None and run.segment.epoch == action.get("epoch"):
+                run.request_split(self.config.split_min_blocks)
+            return
         if action.get("action") == "stop":
             run = self.runs.get(action.get("segment_id"))
             if run is not None and run.segment.epoch == action.get("epoch"):
@@ -301,6 +306,8 @@ class Worker:
         finally:
             if self.runs.get(run.segment.id) is run:
                 del self.runs[run.segment.id]
+            if run.rerun:
+                self._reconcile_now.set()
 
     # -- shutdown --
 
