@@ -94,6 +94,10 @@ class Config(_Section):
     # Processes a worker (and solo's) fetches and converts blocks in; None: one per CPU,
     # 0: in the worker's own process.
     worker_processes: int | None = Field(None, ge=0)
+    # How many segments one worker runs at once (the scheduler gives it no more).
+    worker_max_segments: int = Field(4, ge=1)
+    # The smallest unfinished remainder of a running segment worth splitting for an idle worker.
+    split_min_blocks: int = Field(1000, ge=1)
     reconcile_interval_secs: float = Field(60.0, gt=0)
     shutdown_timeout_secs: float = Field(30.0, ge=0)
     max_retries: int = Field(10, ge=0)

@@ -1,11 +1,13 @@
 """Controller and workers as real processes on a real PostgreSQL and a real anvil:
-assignment, failover, fencing, graceful shutdown, lost notifications, database restarts."""
+assignment, failover, fencing, graceful shutdown, lost notifications, database restarts,
+running segments split for workers that join."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,6 +16,7 @@ import pytest
 from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, assert_exact_output, fill_chain
+from support.faultproxy import Fault, FaultProxy
 from support.postgres import create_database, drop_database
 from support.procs import AMPD, children_of, gone_within, run
 
@@ -146,6 +149,127 @@ def objects_on_disk(cluster: Cluster) -> set[str]:
         for p in cluster.data_dir.rglob("*.parquet")
         if not any(part.startswith(".") for part in p.relative_to(cluster.data_dir).parts)
     }
+
+
+# A slow node: each request answered 0.5 s late, one request per 10-block fetch (a batch),
+# few fetches at once. A worker waits on the node for most of its time and takes several
+# seconds over the range, so that workers started meanwhile find most of it still to do.
+SPLIT_ENV = {"AMP_EXTRACT_CHUNK_BLOCKS": "10", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"}
+SLOW_NODE_DELAY_SECS = 0.5
+SLOW_NODE_BATCH = 20  # a fetch's calls: a block and its receipts, for each of 10 blocks
+
+
+def run_with_joiners(
+    make_cluster,  # noqa: ANN001
+    anvil: Anvil,
+    end: int,
+    joiners: tuple[str, ...],
+    after_deploy: Callable[[Cluster, int], None] | None = None,
+) -> tuple[Cluster, str, int, float]:
+    """Blocks 0..end as one segment on worker w1 behind a slow node; `joiners` start once
+    its first file is committed. Returns the cluster, manifest hash, job id and the job's
+    wall time (without the time the node was held for the joiners to start)."""
+    with FaultProxy(anvil.url, [Fault("delay", delay=SLOW_NODE_DELAY_SECS)]) as slow:
+        cluster = make_cluster(
+            segment_blocks=100_000,
+            split_min_blocks=20,
+            provider={"url": slow.url, "rpc_batch_size": SLOW_NODE_BATCH},
+        )
+        cluster.start_controller()
+        cluster.start_worker("w1", env=SPLIT_ENV)
+        manifest_hash = cluster.register()
+        began = time.monotonic()
+        job_id = cluster.deploy({"end_block": str(end)})
+        assert len(cluster.segments(job_id)) == 1
+        if after_deploy is not None:
+            after_deploy(cluster, job_id)
+        cluster.wait_until(
+            lambda: cluster.segments(job_id)[0]["checkpoint_block"] is not None,
+            what="the first file committed",
+        )
+        # The node hangs while the workers start (that takes seconds on a busy machine):
+        # they join a segment that is far from done, however long they take.
+        slow.hold()
+        held_at = time.monotonic()
+        started = [cluster.start_worker(n, env=SPLIT_ENV, wait=False) for n in joiners]
+        for joiner in started:
+            joiner.wait_for_log(r"worker \S+ registered")
+        held = time.monotonic() - held_at
+        slow.release()
+        job = cluster.wait_job(job_id)
+        elapsed = time.monotonic() - began - held
+    assert job["status"] == "COMPLETED", cluster.logs()
+    return cluster, manifest_hash, job_id, elapsed
+
+
+def assert_segments_tile(cluster: Cluster, job_id: int, end: int) -> list[dict]:
+    """The job's segments cover 0..end without gap or overlap, each committed to its end."""
+    segments = sorted(cluster.segments(job_id), key=lambda s: s["start_block"])
+    assert segments[0]["start_block"] == 0 and segments[-1]["end_block"] == end
+    for a, b in zip(segments, segments[1:], strict=False):
+        assert b["start_block"] == a["end_block"] + 1, "segments leave a gap or overlap"
+    assert all(s["checkpoint_block"] == s["end_block"] for s in segments)
+    return segments
+
+
+def test_workers_that_join_take_over_parts_of_a_running_segment(make_cluster, chain) -> None:  # noqa: ANN001
+    end = 399
+    cluster, manifest_hash, job_id, elapsed = run_with_joiners(
+        make_cluster, chain[0], end, ("w2", "w3")
+    )
+    print(f"0..{end} on one slow node, two workers joining: {elapsed:.1f}s")
+    segments = assert_segments_tile(cluster, job_id, end)
+    assert set(cluster.completed_by(job_id)) == {"w1", "w2", "w3"}, segments
+    with cluster.api() as api:
+        events = api.get(f"/jobs/{job_id}/events").json()["events"]
+    splits = [e["detail"] for e in events if e["event_type"] == "SEGMENT_SPLIT"]
+    assert len(splits) == len(segments) - 1
+    assert {s["new_segment_id"] for s in splits} == {s["id"] for s in segments[1:]}
+    assert_exact_output(cluster, manifest_hash, 0, end)
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed, "an uncommitted object was left behind"
+
+
+def refuse_the_first_split(cluster: Cluster, job_id: int) -> None:
+    """The database refuses the first segment inserted from now on (a split's record)."""
+    with psycopg.connect(cluster.db_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE split_faults")
+        conn.execute(
+            """CREATE FUNCTION refuse_first_split() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 IF nextval('split_faults') = 1 THEN
+                   RAISE EXCEPTION 'injected: the split is not recorded';
+                 END IF;
+                 RETURN NEW;
+               END $$"""
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_first_split BEFORE INSERT ON segments "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_first_split()"
+        )
+
+
+def test_a_split_that_is_not_recorded_is_run_again_from_its_checkpoint(
+    make_cluster,  # noqa: ANN001
+    chain,  # noqa: ANN001
+) -> None:
+    end = 199
+    cluster, manifest_hash, job_id, _ = run_with_joiners(
+        make_cluster, chain[0], end, ("w2",), after_deploy=refuse_the_first_split
+    )
+    log = cluster.procs["w1"].log()
+    assert "injected: the split is not recorded" in log
+    # The run stopped at its shortened end, its completion was refused, and reconciliation
+    # ran the segment again, under the same epoch, from its checkpoint.
+    refused = re.search(r"segment 1 cannot complete: it is committed up to block (\d+) of 199", log)
+    assert refused, log
+    assert f"segment 1 (job {job_id}, epoch 1): blocks 0..{end} from {int(refused[1]) + 1}" in log
+    assert "Traceback" not in log
+    first = assert_segments_tile(cluster, job_id, end)[0]
+    assert first["epoch"] == 1 and first["node_id"] == "w1"
+    assert_exact_output(cluster, manifest_hash, 0, end)
+    committed = {f["path"] for f in cluster.committed_files(manifest_hash)}
+    assert objects_on_disk(cluster) == committed, "an uncommitted object was left behind"
 
 
 def test_kill_9_worker_mid_segment_is_taken_over(make_cluster, chain) -> None:  # noqa: ANN001

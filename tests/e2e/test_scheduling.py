@@ -1,5 +1,5 @@
-"""Scheduling rules with real processes: dependencies, priority, worker pins, retries with
-backoff up to max_retries, and fatal errors that are never retried."""
+"""Scheduling rules with real processes: dependencies, priority, worker pins, worker
+capacity, retries with backoff up to max_retries, and fatal errors that are never retried."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
-from support.cluster import Cluster, assert_exact_output
+from support.cluster import TERMINAL, Cluster, assert_exact_output
 from support.faultproxy import Fault, FaultProxy
 from support.postgres import create_database, drop_database
 
@@ -112,6 +112,42 @@ def test_prefix_pin_keeps_segments_on_matching_workers(make_cluster) -> None:  #
             json={"end_block": "10", "worker_id": "cpu-9"},
         )
     assert exact.status_code == 400 and exact.json()["error_code"] == "WORKER_NOT_AVAILABLE"
+
+
+def test_a_worker_never_runs_more_segments_than_its_capacity(make_cluster) -> None:  # noqa: ANN001
+    cluster = make_cluster(segment_blocks=50, worker_max_segments=1)
+    cluster.start_controller()
+    cluster.start_worker("w")
+    with cluster.api() as api:
+        (worker,) = api.get("/workers").json()["workers"]
+    assert worker["capacity"] == 1 and worker["active_segments"] == 0
+    manifest_hash = cluster.register()
+    job_id = cluster.deploy({"end_block": "149"})
+    busy: list[int] = []  # segments assigned or running, at each look
+
+    def finished() -> bool:
+        busy.append(sum(s["status"] in ("ASSIGNED", "RUNNING") for s in cluster.segments(job_id)))
+        return cluster.job(job_id)["status"] in TERMINAL
+
+    cluster.wait_until(finished, timeout=60, what="the job finished")
+    assert cluster.job(job_id)["status"] == "COMPLETED"
+    assert max(busy) <= 1, busy
+    segments = cluster.segments(job_id)
+    assert len(segments) == 3
+    # From the rows and events: each segment was assigned only after the one before it
+    # completed (the completion is a segment's last update).
+    assigned = {
+        e["detail"]["segment_id"]: datetime.fromisoformat(e["created_at"])
+        for e in events(cluster, job_id)
+        if e["event_type"] == "SEGMENT_ASSIGNED"
+    }
+    runs = sorted(
+        (assigned[s["id"]], datetime.fromisoformat(s["updated_at"]), s["status"]) for s in segments
+    )
+    assert [status for _, _, status in runs] == ["COMPLETED"] * 3
+    for (_, completed, _), (next_assigned, _, _) in zip(runs, runs[1:], strict=False):
+        assert next_assigned > completed, runs
+    assert_exact_output(cluster, manifest_hash, 0, 149)
 
 
 def test_failures_are_retried_with_backoff_then_error(make_cluster, anvil: Anvil) -> None:  # noqa: ANN001

@@ -14,11 +14,11 @@ from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
-from ampd.storage.parquet_writer import ClosedFile, WriterSettings
-from ampd.storage.paths import new_revision
+from ampd.storage.parquet_writer import ClosedFile
 from ampd.storage.store import LocalStore
 from support.anvil import Anvil
 from support.chain import ChainInfo, build_varied_chain
+from support.targets import target_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,16 +37,6 @@ class LogsPutFails(LocalStore):
         if "/logs/" in key:
             raise OSError("store refused the logs file")
         return await super().put_file(local_path, key)
-
-
-def target_for(store: LocalStore, **kw) -> ExtractionTarget:  # noqa: ANN003
-    return ExtractionTarget(
-        network="anvil",
-        store=store,
-        writer=WriterSettings(),
-        table_prefixes={t: f"_/chain/{t}/{new_revision()}" for t in TABLES},
-        **kw,
-    )
 
 
 async def extract(anvil: Anvil, target: ExtractionTarget, end: int, on_commit) -> asyncio.Task:  # noqa: ANN001

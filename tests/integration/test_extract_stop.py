@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from ampd.extract.engine import ExtractionTarget, Tuning, extract_range, unless_stopped
+from ampd.extract.engine import Tuning, extract_range, unless_stopped
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
-from ampd.storage.parquet_writer import ClosedFile, WriterSettings
-from ampd.storage.paths import new_revision
+from ampd.storage.parquet_writer import ClosedFile
 from ampd.storage.store import open_store
 from support.anvil import Anvil
 from support.chain import ChainInfo, build_varied_chain
 from support.faultproxy import Fault, FaultProxy
+from support.targets import target_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,12 +34,7 @@ async def test_stop_while_the_provider_is_down_commits_what_is_written(
 ) -> None:
     anvil, chain = node
     end = chain.numbers[-1]
-    target = ExtractionTarget(
-        network="anvil",
-        store=open_store(tmp_path / "data"),
-        writer=WriterSettings(),
-        table_prefixes={t: f"_/chain/{t}/{new_revision()}" for t in TABLES},
-    )
+    target = target_for(open_store(tmp_path / "data"))
     groups: list[list[ClosedFile]] = []
     stop = asyncio.Event()
     written: list[int] = []

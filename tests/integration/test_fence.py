@@ -11,7 +11,7 @@ import pytest
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JobStore
 from ampd.metadb.migrate import migrate
-from ampd.metadb.segments import Fence, FenceLost, SegmentFence
+from ampd.metadb.segments import Fence, FenceLost, SegmentFence, SegmentIncomplete
 
 H = "0x" + "ab" * 32
 
@@ -156,3 +156,69 @@ async def test_progress_is_the_unbroken_run_from_the_start(db: MetadataDb) -> No
     }
     await fence.commit(group(10, 19, "b"))
     assert (await JobStore(db).progress("f" * 64, 0))["logs"]["current_block"] == 29
+
+
+async def segment_rows(db: MetadataDb) -> list[dict[str, Any]]:
+    return await db.fetch_all("job_segments", {"job_id": 1})
+
+
+async def test_commit_past_the_segment_end_is_refused(db: MetadataDb) -> None:
+    fence = await fence_for(db, "w1", 1)  # the segment is 0..99
+    await fence.commit(group(0, 89, "a"))
+    with pytest.raises(FenceLost):
+        await fence.commit(group(90, 109, "past"))
+    assert await checkpoint(db) == 89 and await file_count(db) == 3
+    await fence.commit(group(90, 99, "b"))
+    assert await checkpoint(db) == 99
+
+
+async def test_completed_only_with_the_checkpoint_at_the_end(db: MetadataDb) -> None:
+    fence = await fence_for(db, "w1", 1)
+    with pytest.raises(SegmentIncomplete, match="committed up to block none of 99"):
+        await fence.finish(1, "COMPLETED")
+    await fence.commit(group(0, 49, "a"))
+    with pytest.raises(SegmentIncomplete, match="up to block 49 of 99"):
+        await fence.finish(1, "COMPLETED")
+    (row,) = await segment_rows(db)
+    assert row["status"] == "RUNNING" and row["node_id"] == "w1", "a refused finish changes nothing"
+    await fence.commit(group(50, 99, "b"))
+    await fence.finish(1, "COMPLETED")
+    assert (await segment_rows(db))[0]["status"] == "COMPLETED"
+    with pytest.raises(FenceLost):  # not ours any more: lost, not incomplete
+        await fence.finish(1, "COMPLETED")
+
+
+async def test_split_ends_the_segment_and_adds_the_rest_as_pending(db: MetadataDb) -> None:
+    fence = await fence_for(db, "w1", 1)
+    await fence.commit(group(0, 19, "a"))
+    new_id = await fence.split(1, 99, 60)
+    first, rest = await segment_rows(db)
+    assert (first["start_block"], first["end_block"], first["status"]) == (0, 59, "RUNNING")
+    assert rest["id"] == new_id
+    assert (rest["start_block"], rest["end_block"], rest["checkpoint_block"]) == (60, 99, None)
+    assert rest["status"] == "PENDING" and rest["node_id"] is None
+    events = await db.fetch_all("list_job_events", {"job_id": 1})
+    assert [e["detail"] for e in events if e["event_type"] == "SEGMENT_SPLIT"] == [
+        {"segment_id": first["id"], "new_segment_id": new_id, "split_block": 60, "end_block": 99}
+    ]
+    with pytest.raises(FenceLost):  # the old end is gone: a repeated split does not land
+        await fence.split(1, 99, 80)
+    with pytest.raises(FenceLost):
+        await fence.commit(group(20, 60, "past"))
+    await fence.commit(group(20, 59, "b"))
+    await fence.finish(1, "COMPLETED")
+    assert [r["status"] for r in await segment_rows(db)] == ["COMPLETED", "PENDING"]
+
+
+async def test_split_is_fenced(db: MetadataDb) -> None:
+    fence = await fence_for(db, "w1", 1)
+    await fence.commit(group(0, 59, "a"))
+    with pytest.raises(FenceLost):  # below the checkpoint: those blocks are committed
+        await fence.split(1, 99, 50)
+    with pytest.raises(FenceLost):  # another owner's epoch
+        await (await fence_for(db, "w2", 1)).split(1, 99, 80)
+    async with db.connection() as conn:
+        await conn.execute("UPDATE segments SET node_id = 'w2', epoch = 2")
+    with pytest.raises(FenceLost):  # reassigned
+        await fence.split(1, 99, 80)
+    assert [(r["end_block"]) for r in await segment_rows(db)] == [99]

@@ -7,6 +7,9 @@
     rng = random.Random(seed)  # or at random: about one request in ten answered with a 500
     FaultProxy(anvil.url, [Fault("http_500", probability=0.1, rng=rng)])
 
+    proxy.hold()  # requests wait here (the node seems to hang) until
+    proxy.release()
+
 A small HTTP/1.1 server (h11 on asyncio, keep-alive) runs in its own thread and event
 loop, so synchronous and asynchronous tests can use it alike. Each request is matched
 against the faults in order; the first that fires is applied, otherwise the request is
@@ -116,6 +119,7 @@ class FaultProxy:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._held = False
 
     @property
     def url(self) -> str:
@@ -162,6 +166,14 @@ class FaultProxy:
         """Replace the faults (their counts start from zero)."""
         with self._lock:
             self._faults = list(faults)
+
+    def hold(self) -> None:
+        """From now on, requests wait (unanswered, not failed) until `release`."""
+        self._held = True
+
+    def release(self) -> None:
+        """Let the held requests, and those after them, go on."""
+        self._held = False
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -306,6 +318,8 @@ class FaultProxy:
                         self._rejected += 1
                     await self._send(conn, writer, 401, b'{"error":"unauthorized"}')
                     return True
+            while self._held:
+                await asyncio.sleep(0.01)
             if self.latency:
                 await asyncio.sleep(self.latency)
             if fault is not None:

@@ -46,6 +46,17 @@ def test_connect_timeout_defaults_to_60s_and_comes_from_the_environment(tmp_path
     assert config.metadata_db.connect_timeout_secs == 5.0
 
 
+def test_worker_capacity_and_split_size_come_from_the_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "worker_max_segments = 2\nsplit_min_blocks = 50\n")
+    config = load_config(path, env={})
+    assert (config.worker_max_segments, config.split_min_blocks) == (2, 50)
+    env = {"AMP_CONFIG_WORKER_MAX_SEGMENTS": "1", "AMP_CONFIG_SPLIT_MIN_BLOCKS": "10"}
+    config = load_config(path, env=env)
+    assert (config.worker_max_segments, config.split_min_blocks) == (1, 10)
+
+
 def test_relative_paths_resolve_beside_the_config_file(tmp_path: Path) -> None:
     folder = tmp_path / "conf"
     folder.mkdir()
@@ -93,6 +104,8 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     assert config.reconcile_interval_secs == 60
     assert config.shutdown_timeout_secs == 30
     assert config.max_retries == 10
+    assert config.worker_max_segments == 4
+    assert config.split_min_blocks == 1000
     assert config.writer.compression == "zstd(1)"
     assert config.writer.bytes == 2_147_483_648
     assert config.writer.max_row_group_mb == 512
@@ -122,6 +135,12 @@ def test_solo_keeps_an_explicit_address(tmp_path: Path) -> None:
         ('admin_api_addr = "localhost"\n', {}, ["'admin_api_addr'", "HOST:PORT"]),
         ("poll_interval_secs = 0\n", {}, ["'poll_interval_secs'", "greater than 0"]),
         ("metadata_db = 5\n", {}, ["'metadata_db'", "expected a table"]),
+        ("worker_max_segments = 0\n", {}, ["'worker_max_segments'", "0", "at least 1"]),
+        (
+            "",
+            {"AMP_CONFIG_SPLIT_MIN_BLOCKS": "0"},
+            ["'split_min_blocks'", "AMP_CONFIG_SPLIT_MIN_BLOCKS", "at least 1"],
+        ),
         (
             "",
             {"AMP_CONFIG_SEGMENT_BLOCKS": "abc"},

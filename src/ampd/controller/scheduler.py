@@ -2,8 +2,10 @@
 
 Each pass, in order:
 1. take the segments of dead workers (heartbeat older than `worker_timeout_secs`) back;
-2. assign waiting segments to live workers, least-loaded first, most urgent job first;
-3. move jobs along: completion, stop requests, failures past `max_retries`.
+2. assign waiting segments to live workers, most spare capacity first, most urgent job first;
+3. ask the owner of a long running segment to split off half of its remainder for a worker
+   left idle (the owner decides where, and records the new segment itself);
+4. move jobs along: completion, stop requests, failures past `max_retries`.
 Every pass is idempotent, so a new leader simply starts passing.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -36,10 +40,49 @@ LEADER_LOCK_KEY = int.from_bytes(
 )
 
 
+# The same segment (and epoch) is asked to split at most this often.
+SPLIT_ASK_SECS = 2.0
+
+
 def _action(node_id: str, segment_id: int, epoch: int, action: str) -> str:
     return json.dumps(
         {"node_id": node_id, "segment_id": segment_id, "epoch": epoch, "action": action}
     )
+
+
+def pick_worker(spare: Mapping[str, int], pattern: str | None) -> str | None:
+    """The worker matching `pattern` with the most spare capacity (capacity minus running
+    segments; ties: the lowest node id), or None when every matching worker is full."""
+    candidates = [n for n, free in spare.items() if free > 0 and matches(pattern, n)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda n: (-spare[n], n))
+
+
+def choose_splits(
+    idle: Sequence[str],
+    waiting_patterns: Sequence[str | None],
+    running: Sequence[Mapping[str, Any]],
+    recently_asked: set[tuple[int, int]],
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Which running segment to split for which idle worker: (idle node, segment) pairs.
+
+    An idle worker that some waiting segment could go to gets nothing (assignment serves it).
+    Each of the others gets the first segment of `running` (largest remainder first) whose
+    job admits it, that no other idle worker got and that was not asked recently.
+    """
+    chosen: list[tuple[str, Mapping[str, Any]]] = []
+    taken = set(recently_asked)
+    for node in idle:
+        if any(matches(pattern, node) for pattern in waiting_patterns):
+            continue
+        for seg in running:
+            key = (seg["id"], seg["epoch"])
+            if key not in taken and matches(seg["worker_pattern"], node):
+                taken.add(key)
+                chosen.append((node, seg))
+                break
+    return chosen
 
 
 class Scheduler:
@@ -49,16 +92,20 @@ class Scheduler:
         *,
         worker_timeout_secs: float,
         max_retries: int,
+        split_min_blocks: int = 1000,
         interval_secs: float = 0.3,
     ) -> None:
         self.db = db
         self.worker_timeout_secs = worker_timeout_secs
         self.max_retries = max_retries
+        self.split_min_blocks = split_min_blocks
         self.interval_secs = interval_secs
+        self._split_asked: dict[tuple[int, int], float] = {}  # (segment, epoch) -> when
 
     async def run_pass(self) -> None:
         await self.reap_dead_workers()
         await self.assign_segments()
+        await self.request_splits()
         await self.advance_jobs()
 
     async def reap_dead_workers(self) -> None:
@@ -93,13 +140,12 @@ class Scheduler:
             if not waiting:
                 return
             live = await fetch_all(conn, "live_workers", {"timeout": self.worker_timeout_secs})
-            load = {w["node_id"]: w["load"] for w in live}
+            spare = {w["node_id"]: w["capacity"] - w["load"] for w in live}
             started_jobs: set[int] = set()
             for seg in waiting:
-                candidates = [n for n in load if matches(seg["worker_pattern"], n)]
-                if not candidates:
-                    continue
-                node_id = min(candidates, key=lambda n: (load[n], n))
+                node_id = pick_worker(spare, seg["worker_pattern"])
+                if node_id is None:
+                    continue  # PENDING until a matching worker has room
                 row = await fetch_one(
                     conn,
                     "assign_segment",
@@ -107,7 +153,7 @@ class Scheduler:
                 )
                 if row is None:
                     continue
-                load[node_id] += 1
+                spare[node_id] -= 1
                 notices.append(_action(node_id, row["id"], row["epoch"], "start"))
                 await record_event(
                     conn,
@@ -123,6 +169,45 @@ class Scheduler:
                 await conn.execute("SELECT pg_notify(%s, %s)", (JOB_ACTIONS_CHANNEL, notice))
         for notice in notices:
             log.info("assigned %s", notice)
+
+    async def request_splits(self) -> None:
+        """For each idle worker (running nothing, nothing waiting that it could take), ask
+        the owner of the running bounded segment with the largest unfinished remainder (at
+        least `split_min_blocks`) to split it. The owner splits where its extraction has not
+        reached yet and records the new PENDING segment; assignment hands it out."""
+        now = time.monotonic()
+        self._split_asked = {
+            key: at for key, at in self._split_asked.items() if now - at < SPLIT_ASK_SECS
+        }
+        notices: list[str] = []
+        async with self.db.transaction() as conn:
+            live = await fetch_all(conn, "live_workers", {"timeout": self.worker_timeout_secs})
+            idle = [w["node_id"] for w in live if w["load"] == 0]
+            if not idle:
+                return
+            running = await fetch_all(
+                conn, "splittable_segments", {"min_blocks": self.split_min_blocks}
+            )
+            if not running:
+                return
+            waiting = await fetch_all(
+                conn, "assignable_segments", {"max_retries": self.max_retries}
+            )
+            chosen = choose_splits(
+                idle, [w["worker_pattern"] for w in waiting], running, set(self._split_asked)
+            )
+            for node_id, seg in chosen:
+                self._split_asked[(seg["id"], seg["epoch"])] = now
+                notices.append(_action(seg["node_id"], seg["id"], seg["epoch"], "split"))
+                log.info(
+                    "asking %s to split segment %d (%d blocks left) for idle worker %s",
+                    seg["node_id"],
+                    seg["id"],
+                    seg["remaining"],
+                    node_id,
+                )
+            for notice in notices:
+                await conn.execute("SELECT pg_notify(%s, %s)", (JOB_ACTIONS_CHANNEL, notice))
 
     async def advance_jobs(self) -> None:
         for job in await JobStore(self.db).with_status(ACTIVE):

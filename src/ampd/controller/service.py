@@ -72,6 +72,7 @@ class Controller:
             self.db,
             worker_timeout_secs=self.config.worker_timeout_secs,
             max_retries=self.config.max_retries,
+            split_min_blocks=self.config.split_min_blocks,
         )
         name = f"{socket.gethostname()}:{os.getpid()}"
         self._tasks.append(

@@ -103,6 +103,42 @@ class ExtractionTarget:
         return TableLocation(namespace, dataset, name, revision)
 
 
+class RangeBounds:
+    """The end of a range being extracted, which a split may bring forward.
+
+    `first_unrequested` is the first block no fetch has been started for: the producer moves
+    it right after starting each fetch, and reads `end` before each. Blocks from there on
+    can be given away. Created by the caller, handed to `extract_range`, which attaches its
+    table writers (they close their files at `end`).
+    """
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.first_unrequested: int | None = None  # None until the extraction starts
+        self._writers: list[TableWriter] = []
+
+    def start(self, first: int, writers: Sequence[TableWriter]) -> None:
+        self.first_unrequested = first
+        self._writers = list(writers)
+
+    def split(self, min_blocks: int) -> int | None:
+        """Give away the second half of the blocks not requested yet: the range now ends
+        before the returned block, which the extraction will never request. None (nothing
+        changes) before the extraction starts or when fewer than `min_blocks` (and at
+        least 2) blocks are left to request."""
+        first = self.first_unrequested
+        if first is None:
+            return None
+        remaining = self.end - first + 1
+        if remaining < max(min_blocks, 2):
+            return None
+        split_at = first + remaining // 2
+        self.end = split_at - 1
+        for writer in self._writers:
+            writer.end_block = self.end  # the open files close at the new end
+        return split_at
+
+
 @dataclass
 class Tuning:
     """How hard to pull on the provider."""
@@ -138,16 +174,21 @@ async def extract_range(
     expected_parent: bytes | str | None = None,
     tuning: Tuning | None = None,
     progress: ProgressFn | None = None,
+    bounds: RangeBounds | None = None,
 ) -> int:
     """Extract blocks `start..end` (inclusive) and hand each closed file group to `on_commit`.
 
     Files close together when one of them reaches the writer's size or age limit, at `end`,
-    or when `stop` is set (the file in hand is committed first). Returns the last block
+    or when `stop` is set (the file in hand is committed first). With `bounds` (whose end
+    must be `end`), a split may bring the end forward while the extraction runs. Returns the last block
     handed to `on_commit` (start - 1 if none). Raises ReorgDetected when the hash chain
     breaks (nothing past the last commit is kept). If `on_commit` raises, the files of that
     group are deleted when the error is one of `target.discard_on` (the commit certainly did
     not happen) and settled otherwise (it may have), then the error propagates.
     """
+    bounds = bounds or RangeBounds(end)
+    if bounds.end != end:
+        raise ValueError(f"the range bounds end at {bounds.end}, not at {end}")
     if end < start:
         return start - 1
     chunks = source if hasattr(source, "chunk") else InProcessSource(source)  # type: ignore[arg-type]
@@ -159,6 +200,7 @@ async def extract_range(
         )
         for table, schema in TABLES.items()
     }
+    bounds.start(start, list(writers.values()))
     parent = _as_hex(expected_parent)
     committed = start - 1
     done_blocks = 0
@@ -167,7 +209,7 @@ async def extract_range(
     fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
     )
-    producer = asyncio.create_task(_produce(chunks, start, end, tuning.chunk_blocks, fetches, stop))
+    producer = asyncio.create_task(_produce(chunks, bounds, tuning.chunk_blocks, fetches, stop))
     try:
         while True:
             task = await fetches.get()
@@ -231,18 +273,20 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T | 
 
 async def _produce(
     source: ChunkSource,
-    start: int,
-    end: int,
+    bounds: RangeBounds,
     chunk: int,
     out: asyncio.Queue[asyncio.Task[Chunk] | None],
     stop: asyncio.Event | None,
 ) -> None:
-    """Start fetches in block order; the bounded queue limits how many are in flight."""
-    cursor = start
-    while cursor <= end and not (stop is not None and stop.is_set()):
-        last = min(cursor + chunk - 1, end)
+    """Start fetches in block order, up to `bounds.end` as it is when each fetch starts; the
+    bounded queue limits how many are in flight."""
+    assert bounds.first_unrequested is not None
+    cursor = bounds.first_unrequested
+    while cursor <= bounds.end and not (stop is not None and stop.is_set()):
+        last = min(cursor + chunk - 1, bounds.end)
         numbers = list(range(cursor, last + 1))
         task = asyncio.create_task(source.chunk(numbers))
+        bounds.first_unrequested = last + 1  # at once: a split must never give these away
         try:
             await out.put(task)
         except asyncio.CancelledError:  # nobody will read it: stop it here

@@ -52,10 +52,11 @@ DELETE FROM datasets WHERE namespace = %(namespace)s AND name = %(name)s;
 -- ==================== workers ====================
 
 -- register_worker --
-INSERT INTO workers (node_id, info, status, registered_at, heartbeat_at)
-VALUES (%(node_id)s, %(info)s, 'active', now(), now())
+INSERT INTO workers (node_id, info, capacity, status, registered_at, heartbeat_at)
+VALUES (%(node_id)s, %(info)s, %(capacity)s, 'active', now(), now())
 ON CONFLICT (node_id) DO UPDATE
-SET info = EXCLUDED.info, status = 'active', registered_at = now(), heartbeat_at = now();
+SET info = EXCLUDED.info, capacity = EXCLUDED.capacity, status = 'active',
+    registered_at = now(), heartbeat_at = now();
 
 -- heartbeat --
 UPDATE workers SET heartbeat_at = now(), status = 'active' WHERE node_id = %(node_id)s;
@@ -64,7 +65,7 @@ UPDATE workers SET heartbeat_at = now(), status = 'active' WHERE node_id = %(nod
 UPDATE workers SET status = 'stopped' WHERE node_id = %(node_id)s;
 
 -- list_workers --
-SELECT w.node_id, w.info, w.status, w.created_at, w.registered_at, w.heartbeat_at,
+SELECT w.node_id, w.info, w.capacity, w.status, w.created_at, w.registered_at, w.heartbeat_at,
        now() - w.heartbeat_at > make_interval(secs => %(timeout)s) AS stale,
        (SELECT count(*) FROM segments s
          WHERE s.node_id = w.node_id AND s.status IN ('ASSIGNED', 'RUNNING')) AS active_segments
@@ -75,8 +76,9 @@ SELECT node_id, info, status, created_at, registered_at, heartbeat_at
 FROM workers WHERE node_id = %(node_id)s;
 
 -- live_workers --
--- Workers that heartbeat recently, with how many segments each is running (the load).
-SELECT w.node_id,
+-- Workers that heartbeat recently, with how many segments each runs at most (capacity) and
+-- is running (the load).
+SELECT w.node_id, w.capacity,
        (SELECT count(*) FROM segments s
          WHERE s.node_id = w.node_id AND s.status IN ('ASSIGNED', 'RUNNING')) AS load
 FROM workers w
@@ -162,6 +164,16 @@ WHERE j.status IN ('SCHEDULED', 'RUNNING')
 ORDER BY j.priority DESC, j.id, s.start_block
 FOR UPDATE OF s SKIP LOCKED;
 
+-- splittable_segments --
+-- Running bounded segments of running jobs whose unfinished remainder is at least
+-- `min_blocks`, largest first: what an idle worker may be given part of.
+SELECT s.id, s.job_id, s.node_id, s.epoch, j.worker_pattern,
+       s.end_block - COALESCE(s.checkpoint_block, s.start_block - 1) AS remaining
+FROM segments s JOIN jobs j ON j.id = s.job_id
+WHERE s.status = 'RUNNING' AND s.end_block IS NOT NULL AND j.status = 'RUNNING'
+  AND s.end_block - COALESCE(s.checkpoint_block, s.start_block - 1) >= %(min_blocks)s
+ORDER BY remaining DESC, s.id;
+
 -- assign_segment --
 UPDATE segments SET status = 'ASSIGNED', node_id = %(node_id)s, epoch = epoch + 1,
                     retry_at = NULL, updated_at = now()
@@ -188,12 +200,14 @@ WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s AND status IN 
 RETURNING id;
 
 -- fence_advance_checkpoint --
--- The commit fence: the checkpoint moves only for the current owner and epoch, and only
--- from exactly the block before the committed range (no gap, no overlap).
+-- The commit fence: the checkpoint moves only for the current owner and epoch, only from
+-- exactly the block before the committed range (no gap, no overlap), and never past the
+-- segment's end (a split may have moved it).
 UPDATE segments SET checkpoint_block = %(end_block)s, status = 'RUNNING', updated_at = now()
 WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
   AND status IN ('ASSIGNED', 'RUNNING')
   AND COALESCE(checkpoint_block, start_block - 1) = %(start_block)s - 1
+  AND (end_block IS NULL OR %(end_block)s <= end_block)
 RETURNING id;
 
 -- fence_rewind_checkpoint --
@@ -204,7 +218,8 @@ WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
 RETURNING id;
 
 -- fence_finish_segment --
--- COMPLETED, STOPPED, FAILED or FATAL, by the current owner only.
+-- COMPLETED, STOPPED, FAILED or FATAL, by the current owner only; COMPLETED only once the
+-- checkpoint is at the end block (a run that ended early, its split not recorded, cannot).
 UPDATE segments
 SET status = %(status)s, error = %(error)s, updated_at = now(),
     attempts = attempts + CASE WHEN %(status)s IN ('FAILED', 'FATAL') THEN 1 ELSE 0 END,
@@ -213,7 +228,23 @@ SET status = %(status)s, error = %(error)s, updated_at = now(),
     node_id = CASE WHEN %(status)s IN ('FAILED', 'STOPPED') THEN NULL ELSE node_id END
 WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
   AND status IN ('ASSIGNED', 'RUNNING')
+  AND (%(status)s <> 'COMPLETED' OR checkpoint_block = end_block)
 RETURNING id, job_id, attempts;
+
+-- fence_owned_segment --
+-- The segment as its current owner sees it (nothing if it is not the owner's any more).
+SELECT id, start_block, end_block, checkpoint_block FROM segments
+WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
+  AND status IN ('ASSIGNED', 'RUNNING');
+
+-- fence_split_segment --
+-- The owner ends its segment before the split block, if the end is still the one it split.
+UPDATE segments SET end_block = %(new_end)s, updated_at = now()
+WHERE id = %(id)s AND node_id = %(node_id)s AND epoch = %(epoch)s
+  AND status IN ('ASSIGNED', 'RUNNING')
+  AND end_block = %(old_end)s
+  AND COALESCE(checkpoint_block, start_block - 1) <= %(new_end)s
+RETURNING id, job_id;
 
 -- stop_idle_segments --
 -- Segments of a stopping job that nobody runs stop at once.

@@ -2,7 +2,10 @@
 
 Every write is conditional on `(segment id, node id, epoch)`. A worker whose segment was
 reassigned (it was presumed dead) touches zero rows, learns that it lost the segment, and
-must stop and delete what it wrote but did not commit.
+must stop and delete what it wrote but did not commit. A commit never goes past the
+segment's end block, and a segment completes only with its checkpoint at its end block: the
+owner may split its segment (end it earlier and hand the rest to a new segment), and a run
+that ended early on a split that did not land cannot skip the blocks after it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ class FenceLost(Exception):
         super().__init__(
             f"segment {segment_id} is no longer owned by {node_id} at epoch {epoch}: "
             "it was reassigned"
+        )
+        self.segment_id = segment_id
+
+
+class SegmentIncomplete(Exception):
+    """A COMPLETED finish refused: the segment is still ours, but its checkpoint is short of
+    its end block (the run ended early for a split that was not recorded)."""
+
+    def __init__(self, segment_id: int, checkpoint: int | None, end: int | None) -> None:
+        super().__init__(
+            f"segment {segment_id} cannot complete: it is committed up to block "
+            f"{'none' if checkpoint is None else checkpoint} of {end}"
         )
         self.segment_id = segment_id
 
@@ -149,7 +164,8 @@ class SegmentFence:
     ) -> int:
         """End this run of the segment: COMPLETED, STOPPED, FAILED (retry later) or FATAL.
 
-        Returns the segment's failure count. Raises FenceLost if it is not ours any more.
+        Returns the segment's failure count. Raises FenceLost if it is not ours any more,
+        SegmentIncomplete for COMPLETED before the checkpoint reached the end block.
         """
         async with self.db.transaction() as conn:
             row = await fetch_one(
@@ -158,6 +174,11 @@ class SegmentFence:
                 {**self._key(), "status": status, "error": error, "retry_in": retry_in},
             )
             if row is None:
+                owned = await fetch_one(conn, "fence_owned_segment", self._key())
+                if owned is not None and status == "COMPLETED":
+                    raise SegmentIncomplete(
+                        self.fence.segment_id, owned["checkpoint_block"], owned["end_block"]
+                    )
                 raise self._lost()
             if status in ("FAILED", "FATAL"):
                 await record_event(
@@ -173,6 +194,48 @@ class SegmentFence:
                 )
             await conn.execute("SELECT pg_notify(%s, %s)", (JOB_CHANGES_CHANNEL, str(job_id)))
         return row["attempts"]
+
+    async def split(self, job_id: int, old_end: int, first: int) -> int:
+        """End this segment at `first - 1` and give `first..old_end` to a new PENDING segment
+        of the job; returns the new segment's id.
+
+        One transaction: the shortened end (only while the end is still `old_end`), the new
+        segment, a SEGMENT_SPLIT job event, and a `job_changes` notification. The caller
+        must never request a block from `first` on. Raises FenceLost when the segment is
+        not ours any more, or its end is not `old_end`.
+        """
+        async with self.db.transaction() as conn:
+            moved = await fetch_one(
+                conn,
+                "fence_split_segment",
+                {**self._key(), "old_end": old_end, "new_end": first - 1},
+            )
+            if moved is None:
+                raise self._lost()
+            new = await fetch_one(
+                conn,
+                "insert_segment",
+                {
+                    "job_id": job_id,
+                    "start_block": first,
+                    "end_block": old_end,
+                    "checkpoint_block": None,
+                },
+            )
+            await record_event(
+                conn,
+                job_id,
+                "SEGMENT_SPLIT",
+                self.fence.node_id,
+                {
+                    "segment_id": self.fence.segment_id,
+                    "new_segment_id": new["id"],
+                    "split_block": first,
+                    "end_block": old_end,
+                },
+            )
+            await conn.execute("SELECT pg_notify(%s, %s)", (JOB_CHANGES_CHANNEL, str(job_id)))
+        return new["id"]
 
     async def rewind(self, manifest_hash: str, ancestor: int) -> list[str]:
         """After a reorg: retire the files past `ancestor` and move the checkpoint back.

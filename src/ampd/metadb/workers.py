@@ -26,8 +26,13 @@ async def try_lock_node_id(conn: psycopg.AsyncConnection[Any], node_id: str) -> 
     return bool(row["locked"] if isinstance(row, dict) else row[0])
 
 
-async def register(conn: psycopg.AsyncConnection[Any], node_id: str, info: dict[str, Any]) -> None:
-    await execute(conn, "register_worker", {"node_id": node_id, "info": Jsonb(info)})
+async def register(
+    conn: psycopg.AsyncConnection[Any], node_id: str, info: dict[str, Any], capacity: int = 4
+) -> None:
+    """Mark the worker active with its build info and capacity (segments run at once)."""
+    await execute(
+        conn, "register_worker", {"node_id": node_id, "info": Jsonb(info), "capacity": capacity}
+    )
 
 
 async def heartbeat(conn: psycopg.AsyncConnection[Any], node_id: str) -> bool:
@@ -48,5 +53,5 @@ class WorkerStore:
         return await self.db.fetch_one("get_worker", {"node_id": node_id})
 
     async def live(self) -> list[dict[str, Any]]:
-        """Live workers with their load (active segments), ordered by node id."""
+        """Live workers with their capacity and load (active segments), ordered by node id."""
         return await self.db.fetch_all("live_workers", {"timeout": self.timeout_secs})

@@ -179,6 +179,7 @@ class TableWriter:
         self.schema = schema
         self.network = network
         self.settings = settings
+        # May be lowered between writes (a split), never below the last block written.
         self.end_block = end_block
         self._clock = clock
         self._codec, self._level = parse_compression(settings.compression)

@@ -3,6 +3,9 @@
 Bounded segments run to their end block and complete. The open tail of a continuous job
 follows the head every `poll_interval_secs`, checking each new block's parent against the
 last committed hash to catch reorgs. Every file group is committed through the fence.
+
+A bounded run asked to split (an idle worker is waiting) ends its extraction earlier, at
+the middle of what it has not requested yet, and records the new segment for the rest.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import enum
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -20,6 +23,7 @@ from ampd.config import Config
 from ampd.datasets.manifest import parse_manifest
 from ampd.extract.engine import (
     ExtractionTarget,
+    RangeBounds,
     ReorgDetected,
     Tuning,
     extract_range,
@@ -30,7 +34,13 @@ from ampd.extract.parallel import ProcessPoolSource
 from ampd.extract.sources import providers_for
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
-from ampd.metadb.segments import Fence, FenceLost, SegmentFence, committed_tail
+from ampd.metadb.segments import (
+    Fence,
+    FenceLost,
+    SegmentFence,
+    SegmentIncomplete,
+    committed_tail,
+)
 from ampd.providers.evm_rpc.convert import ConversionError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.storage.paths import parse_file_name
@@ -94,6 +104,11 @@ class SegmentRun:
         self.mode: StopMode | None = None
         self.task: asyncio.Task[None] | None = None
         self._cancelled = False
+        self.rerun = False  # ended early with the segment still ours: reconcile starts it again
+        self._fence: SegmentFence | None = None
+        self._bounds: RangeBounds | None = None  # of the bounded extraction, once it runs
+        self._split: asyncio.Task[None] | None = None  # recording a split, at most one
+        self._split_unknown = False  # a split whose record may not have landed: no more splits
 
     def request_stop(self, mode: StopMode) -> None:
         # ABORT wins over the graceful modes; the first graceful mode is kept.
@@ -118,6 +133,7 @@ class SegmentRun:
             Fence(seg.id, self.node_id, seg.epoch),
             {t: r["id"] for t, r in revisions.items()},
         )
+        self._fence = fence
         try:
             await fence.mark_running()
             await self._delete_orphans(revisions)
@@ -155,6 +171,10 @@ class SegmentRun:
             await self._finish(fence)
         except FenceLost as exc:
             log.warning("%s; stopping it", exc)
+        except SegmentIncomplete as exc:
+            # Its split did not land: the rest of the segment is still this segment's.
+            log.warning("%s; it is run again from its checkpoint", exc)
+            self.rerun = True
         except asyncio.CancelledError:
             log.info("segment %d: aborted", seg.id)
             raise
@@ -213,8 +233,70 @@ class SegmentRun:
     ) -> None:
         if start > end:
             return
+        self._bounds = RangeBounds(end)
         await extract_range(
-            pool, target, start, end, fence.commit, stop=self.stop_event, tuning=Tuning.from_env()
+            pool,
+            target,
+            start,
+            end,
+            fence.commit,
+            stop=self.stop_event,
+            tuning=Tuning.from_env(),
+            bounds=self._bounds,
+        )
+
+    def request_split(self, min_blocks: int) -> None:
+        """Split off the second half of what the bounded extraction has not requested yet
+        (if at least `min_blocks`) into a new segment, recorded in the background. Ignored
+        before the extraction starts, once stopping, while a split is being recorded, and
+        after one whose record may not have landed."""
+        bounds, fence, seg = self._bounds, self._fence, self.segment
+        if (
+            bounds is None
+            or fence is None
+            or self.mode is not None
+            or self._split_unknown
+            or (self._split is not None and not self._split.done())
+        ):
+            return
+        old_end = bounds.end
+        first = bounds.split(min_blocks)
+        if first is None:
+            log.debug("segment %d: too little left to split", seg.id)
+            return
+        # From here on the run ends at first - 1, whatever becomes of the record: if it does
+        # not land, completion is refused and the segment runs again from its checkpoint.
+        self.segment = replace(seg, end_block=first - 1)
+        self._split = asyncio.create_task(
+            self._record_split(fence, old_end, first), name=f"split-{seg.id}"
+        )
+
+    async def _record_split(self, fence: SegmentFence, old_end: int, first: int) -> None:
+        seg = self.segment
+        try:
+            new_id = await fence.split(seg.job_id, old_end, first)
+        except FenceLost as exc:
+            log.warning("%s; stopping it", exc)
+            self.request_stop(StopMode.ABORT)
+            return
+        except (psycopg.Error, OSError) as exc:
+            self._split_unknown = True
+            log.warning(
+                "segment %d: the split at block %d may not be recorded (%s); the run ends at "
+                "block %d",
+                seg.id,
+                first,
+                exc,
+                first - 1,
+            )
+            return
+        log.info(
+            "segment %d: split at block %d: blocks %d..%d are new segment %d",
+            seg.id,
+            first,
+            first,
+            old_end,
+            new_id,
         )
 
     async def _follow_head(
@@ -292,6 +374,8 @@ class SegmentRun:
         return ancestor + 1
 
     async def _finish(self, fence: SegmentFence) -> None:
+        if self._split is not None:
+            await asyncio.wait([self._split])  # the segment's end is settled first
         seg = self.segment
         if self.mode is StopMode.RELEASE:
             return  # the worker hands its segments back when it leaves

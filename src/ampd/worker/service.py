@@ -130,7 +130,9 @@ class Worker:
         await self.db.open(timeout=wait_secs)  # waits for a database not up yet
         self._lock_conn = await self._connect_and_lock(wait_secs)
         try:
-            await register(self._lock_conn, self.node_id, build_info())
+            await register(
+                self._lock_conn, self.node_id, build_info(), self.config.worker_max_segments
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._lock_conn.close()
@@ -183,7 +185,9 @@ class Worker:
                 conn = None
             if conn is not None:
                 try:
-                    await register(conn, self.node_id, build_info())
+                    await register(
+                        conn, self.node_id, build_info(), self.config.worker_max_segments
+                    )
                 except (psycopg.Error, OSError):
                     with contextlib.suppress(Exception):
                         await conn.close()  # it holds the lock: the next attempt needs it free
@@ -225,6 +229,11 @@ class Worker:
         if action.get("node_id") != self.node_id:
             return
         log.debug("notified: %s", action)
+        if action.get("action") == "split":
+            run = self.runs.get(action.get("segment_id"))
+            if run is not None and run.segment.epoch == action.get("epoch"):
+                run.request_split(self.config.split_min_blocks)
+            return
         if action.get("action") == "stop":
             run = self.runs.get(action.get("segment_id"))
             if run is not None and run.segment.epoch == action.get("epoch"):
@@ -320,6 +329,8 @@ class Worker:
         finally:
             if self.runs.get(run.segment.id) is run:
                 del self.runs[run.segment.id]
+            if run.rerun:
+                self._reconcile_now.set()
 
     # -- shutdown --
 

@@ -25,6 +25,7 @@ async def list_workers(request: Request) -> dict[str, Any]:
                 if r["status"] == "stopped"
                 else ("stale" if r["stale"] else "active"),
                 "active_segments": r["active_segments"],
+                "capacity": r["capacity"],
             }
             for r in rows
         ]

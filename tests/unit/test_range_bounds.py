@@ -1,0 +1,61 @@
+"""The split point of a range being extracted (`RangeBounds`): half of what is not
+requested yet, never a block already requested, declined when too little is left."""
+
+from __future__ import annotations
+
+from ampd.extract.engine import RangeBounds
+
+
+class Writer:
+    end_block: int | None = None
+
+
+def started(end: int, first_unrequested: int, writers: list[Writer] | None = None) -> RangeBounds:
+    bounds = RangeBounds(end)
+    bounds.start(first_unrequested, writers or [])
+    return bounds
+
+
+def test_split_keeps_the_first_half_of_the_unrequested_blocks() -> None:
+    writers = [Writer(), Writer()]
+    bounds = started(999, 200, writers)  # 200..999 not requested: 800 blocks
+    assert bounds.split(100) == 600
+    assert bounds.end == 599
+    assert [w.end_block for w in writers] == [599, 599], "the files close at the new end"
+    bounds.first_unrequested = 300
+    assert bounds.split(100) == 450  # 300..599: 300 blocks, 150 kept
+    assert bounds.end == 449
+
+
+def test_an_odd_remainder_gives_the_larger_half_away() -> None:
+    bounds = started(10, 0)  # 11 blocks
+    assert bounds.split(1) == 5
+    assert bounds.end == 4
+
+
+def test_split_declines_when_too_little_is_left() -> None:
+    bounds = started(999, 900)  # 100 blocks left
+    assert bounds.split(101) is None
+    assert bounds.end == 999
+    assert bounds.split(100) == 950
+    one = started(5, 5)  # a single block can not be shared, whatever the minimum
+    assert one.split(1) is None and one.end == 5
+    done = started(5, 6)  # everything requested
+    assert done.split(1) is None and done.end == 5
+
+
+def test_split_never_goes_below_the_first_unrequested_block() -> None:
+    for end in range(0, 40):
+        for first in range(0, end + 2):
+            bounds = started(end, first)
+            split_at = bounds.split(1)
+            if split_at is None:
+                assert end - first + 1 < 2 and bounds.end == end
+            else:
+                assert first < split_at <= end
+                assert bounds.end == split_at - 1 >= first
+
+
+def test_no_split_before_the_extraction_starts() -> None:
+    bounds = RangeBounds(999)
+    assert bounds.split(1) is None and bounds.end == 999
