@@ -26,6 +26,7 @@ from ampd.metadb.db import MetadataDb, fetch_all, fetch_one
 from ampd.metadb.jobs import (
     ACTIVE,
     JOB_ACTIONS_CHANNEL,
+    JOB_CHANGES_CHANNEL,
     Job,
     JobStore,
     record_event,
@@ -333,24 +334,50 @@ class Leadership:
 async def run_scheduler(
     scheduler: Scheduler, leadership: Leadership, stop: asyncio.Event, *, node: str
 ) -> None:
-    """Try to lead; while leading, run scheduling passes until `stop` is set."""
+    """Try to lead; while leading, run scheduling passes until `stop` is set: every
+    `interval_secs`, and at once when `job_changes` is notified (a deploy, a split, a
+    worker handing its segments back), so that new work is assigned in milliseconds."""
     was_leading = False
-    while not stop.is_set():
-        leading = await leadership.try_lead()
-        if leading != was_leading:
-            log.info(
-                "controller %s %s the scheduler",
-                node,
-                "now leads" if leading else "no longer leads",
-            )
-            was_leading = leading
-        if leading:
-            try:
-                await scheduler.run_pass()
-            except (psycopg.Error, OSError) as exc:
-                log.warning("scheduling pass failed (will retry): %s", exc)
+    wake = asyncio.Event()
+    listener = asyncio.create_task(_listen(leadership.url, wake), name="scheduler-listen")
+    try:
+        while not stop.is_set():
+            leading = await leadership.try_lead()
+            if leading != was_leading:
+                log.info(
+                    "controller %s %s the scheduler",
+                    node,
+                    "now leads" if leading else "no longer leads",
+                )
+                was_leading = leading
+            wake.clear()
+            if leading:
+                try:
+                    await scheduler.run_pass()
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("scheduling pass failed (will retry): %s", exc)
+            waits = [asyncio.ensure_future(stop.wait())]
+            if leading:  # a follower only tries to lead, once a second
+                waits.append(asyncio.ensure_future(wake.wait()))
+            timeout = scheduler.interval_secs if leading else 1.0
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+    finally:
+        listener.cancel()
+        await asyncio.wait([listener])
+        await leadership.resign()
+
+
+async def _listen(url: str, wake: asyncio.Event) -> None:
+    """Set `wake` on every `job_changes` notification; reconnect when the database goes."""
+    while True:
         try:
-            await asyncio.wait_for(stop.wait(), scheduler.interval_secs if leading else 1.0)
-        except TimeoutError:
-            pass
-    await leadership.resign()
+            async with await psycopg.AsyncConnection.connect(
+                url, autocommit=True, connect_timeout=5
+            ) as conn:
+                await conn.execute(f"LISTEN {JOB_CHANGES_CHANNEL}")
+                async for _ in conn.notifies():
+                    wake.set()
+        except (psycopg.Error, OSError):
+            await asyncio.sleep(1.0)
