@@ -242,6 +242,15 @@ def test_nulls_and_bad_data() -> None:
     ]
 
 
+def test_topics_beyond_the_indexed_parameters_are_ignored() -> None:
+    data = eth_abi.encode(["address", "uint256"], [b"\x03" * 20, 8])
+    rows = [(topic(b"\x01" * 20), topic(b"\x02" * 20), topic(b"\x09" * 20), data)]
+    got = decode("Approval(address indexed owner, address spender, uint256 value)", rows)
+    assert got.column("d").to_pylist() == [
+        {"owner": b"\x01" * 20, "spender": b"\x03" * 20, "value": "8"}
+    ]
+
+
 def test_old_name_and_empty_event() -> None:
     rows = [(topic(b"\x01" * 20), topic(b"\x02" * 20), None, eth_abi.encode(["uint256"], [3]))]
     assert decode(TRANSFER, rows, fn="evm_decode").column("d").to_pylist()[0]["value"] == "3"
