@@ -85,6 +85,15 @@ def test_argument_types_are_learnt_from_datafusion() -> None:
     )
 
 
+def test_calls_type_checked_after_planning_are_learnt_too() -> None:
+    # DataFusion checks a call in a CTE's WHERE only in its analyzer, after planning.
+    ctx = session(t={"v": pa.array([3, 4], pa.uint64()), "k": pa.array([1, 2])})
+    sql = (
+        "WITH x AS (SELECT v, k FROM t) SELECT k FROM x WHERE shift_units(v, 2) = '300' ORDER BY k"
+    )
+    assert column(ctx, sql) == [1]
+
+
 def test_names_are_turned_back() -> None:
     ctx = session(t={"s": pa.array(["1"]), "a": pa.array([b"\x01" * 20], pa.binary(20))})
     frame = restore_names(

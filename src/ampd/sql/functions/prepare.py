@@ -205,7 +205,9 @@ def prepare(ctx: SessionContext, sql: str) -> str:
     while tries:
         tries -= 1
         try:
-            ctx.sql_with_options(text, _READ_ONLY)
+            # Calls in some places (a CTE's WHERE, ...) are type-checked by the analyzer,
+            # after the SQL is planned: run it too.
+            ctx.sql_with_options(text, _READ_ONLY).optimized_logical_plan()
             return text
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one type for all errors
             refused = _REFUSED.search(str(exc))
