@@ -3,12 +3,18 @@ every Solidity type family and Amp's Arrow type for each integer width."""
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import eth_abi
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from ampd.sql.functions.abi_decode import int_value
+from ampd.sql.functions.abi_types import parse_type
+from ampd.sql.functions.errors import AbiError
+from ampd.sql.functions.words import decode_words
 from support.sqlfn import column, error, one, session, table
 
 WIDTHS = range(8, 257, 8)
@@ -290,3 +296,28 @@ def test_encode_type_errors_wait_for_a_row() -> None:
     # Amp converts row by row, so no row means no error.
     ctx = session(t={"s": pa.array([], pa.string())})
     assert column(ctx, "SELECT evm_encode_type(s, 'uint256') FROM t") == []
+
+
+def test_column_and_row_decoders_agree_on_every_width() -> None:
+    """The numpy path (static values) and the row path (inside dynamic values) give the
+    same value or the same error for any word, including words out of range."""
+    rng = random.Random(5)
+    samples = [0, 1, (1 << 256) - 1, 1 << 255, 10**38, 10**38 - 1, 10**76, (1 << 256) - 10**76]
+    samples += [rng.getrandbits(rng.choice([8, 16, 64, 128, 200, 256])) for _ in range(40)]
+    for kind in ("uint", "int"):
+        for bits in WIDTHS:
+            t = parse_type(f"{kind}{bits}")
+            for raw in samples:
+                words = np.frombuffer(raw.to_bytes(32, "big"), np.uint8).reshape(1, 32)
+                try:
+                    row = ("value", int_value(raw, t))
+                except AbiError as exc:
+                    row = ("error", str(exc))
+                try:
+                    got = decode_words(words, t, np.ones(1, bool)).to_pylist()[0]
+                    numpy_path = ("value", int(got))
+                except AbiError as exc:
+                    numpy_path = ("error", str(exc))
+                if row[0] == "value":
+                    row = ("value", int(row[1]))
+                assert row == numpy_path, (t.name, raw)
