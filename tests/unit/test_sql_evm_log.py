@@ -71,6 +71,7 @@ def test_topic_errors() -> None:
     assert "evm_topic: expected scalar argument for the signature but got Utf8" in error(
         ctx, "SELECT evm_topic(s) FROM t"
     )
+    assert "evm_topic: expected Utf8, got Utf8" in error(ctx, "SELECT evm_topic(NULL)")
 
 
 def test_transfer_decodes_with_indexed_fields_first() -> None:

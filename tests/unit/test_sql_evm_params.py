@@ -158,6 +158,10 @@ def test_encode_params_errors() -> None:
     assert "evm_encode_params: function transfer has unnamed input parameter" in error(
         ctx, "SELECT evm_encode_params(1, 'transfer(uint256)')"
     )
+    ctx = session(t={"sig": pa.array([None], pa.string())})
+    assert "evm_encode_params: expected Utf8, got Utf8" in error(
+        ctx, "SELECT evm_encode_params(1, sig) FROM t"
+    )
     assert (
         "evm_encode_params: expected at least 1 argument (Solidity function signature), but got 0"
         in error(ctx, "SELECT evm_encode_params()")

@@ -69,11 +69,12 @@ def remembered(body: Callable[..., pa.Array], count: int, size: int = 4) -> Call
     return run
 
 
-def single_text(values: pa.Array, error: str) -> str | None:
+def single_text(values: pa.Array, error: str, context: str = "") -> str | None:
     """The one value of a text column that Amp takes as a literal (DataFusion hands a
     literal to a Python function as a column repeating it). `error` is raised when the
     rows differ, as Amp refuses a non-literal; None when the column is empty; a NULL
-    gives Amp's message for a NULL literal."""
+    gives Amp's message for a NULL literal (after `context`, where Amp names the
+    function)."""
     if len(values) == 0:
         return None
     distinct = values.unique()
@@ -81,7 +82,7 @@ def single_text(values: pa.Array, error: str) -> str | None:
         raise FunctionError(error)
     value = distinct[0].as_py()
     if value is None:
-        raise FunctionError(f"expected Utf8, got {df_type_name(values.type)}")
+        raise FunctionError(f"{context}expected Utf8, got {df_type_name(values.type)}")
     return value
 
 
@@ -126,12 +127,14 @@ def encoder(
     plan: Callable[[str], object],
     run: Callable[[object, list[pa.Array]], pa.Array],
     not_literal: str,
+    context: str = "",
 ) -> Built:
     """An encoding function whose last argument (a type or a signature) Amp wants as a
     literal. `plan(text)` checks that text against the argument types (FunctionError
     with Amp's text); `run(planned, columns)` encodes. With no literal the text is read
-    from the column when the function runs (`not_literal` if the rows differ). Amp
-    reports these errors when the function runs, so they wait for the first row."""
+    from the column when the function runs (`not_literal` if the rows differ; `context`
+    before the message for a NULL one). Amp reports these errors when the function
+    runs, so they wait for the first row."""
     result = pa.field(name, pa.binary())
     planned = None
     if literal is not None:
@@ -143,7 +146,7 @@ def encoder(
     def body(*columns: pa.Array) -> pa.Array:
         chosen = planned
         if chosen is None:
-            text = single_text(columns[-1], not_literal)
+            text = single_text(columns[-1], not_literal, context)
             if text is None:
                 return pa.array([], pa.binary())
             chosen = plan(text)

@@ -41,7 +41,9 @@ def event(name: str, signature: str, *, arrow: bool = True) -> Event:
 
 def _topic_body(signatures: pa.Array) -> pa.Array:
     text = single_text(
-        signatures, "evm_topic: expected scalar argument for the signature but got Utf8"
+        signatures,
+        "evm_topic: expected scalar argument for the signature but got Utf8",
+        "evm_topic: ",
     )
     if text is None:
         return pa.array([], TOPIC)
