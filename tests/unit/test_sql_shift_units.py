@@ -71,6 +71,27 @@ def test_integer_text_columns_match_exact_arithmetic() -> None:
         assert got == [exact(v, units) for v in values], units
 
 
+def test_units_that_differ_per_row_keep_every_digit() -> None:
+    big = str(2**256 - 1)
+    ctx = session(
+        t={
+            "v": pa.array([big, big, "1.5" + "0" * 60], pa.string()),
+            "u": pa.array([-18, 3, -1], pa.int64()),
+            "d": pa.array([10**70, 1, 2], pa.decimal256(76, 2)),
+        }
+    )
+    assert column(ctx, "SELECT shift_units(v, u) FROM t") == [
+        exact(big, -18),
+        exact(big, 3),
+        exact("1.5", -1),
+    ]
+    assert column(ctx, "SELECT shift_units(d, u) FROM t") == [
+        exact(str(10**70), -18),
+        exact("1", 3),
+        exact("2", -1),
+    ]
+
+
 def test_numeric_columns() -> None:
     ctx = session(
         t={

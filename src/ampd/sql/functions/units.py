@@ -224,8 +224,8 @@ def _shift_text(text: pa.Array, k: int, rows: np.ndarray) -> pa.Array:
 
 
 def _integer_text(values: pa.Array) -> tuple[pa.Array, int]:
-    """Integer-valued columns as plain integer text, and the places the text is already
-    shifted by (a decimal's scale)."""
+    """Integer-valued columns as plain integer text (a decimal's unscaled integer), and
+    the shift that turns the text into the value (minus the decimal's scale)."""
     t = values.type
     if pa.types.is_decimal(t):
         scale = t.scale
@@ -282,7 +282,7 @@ def shift_units(
                 strings = text.take(pa.array(slow)).to_pylist()
                 exact = [None] * n
                 for row, s in zip(slow, strings, strict=True):
-                    exact[row] = _text_value(s, value_literal).scaleb(-base)
+                    exact[row] = _text_value(s, value_literal).scaleb(base, _EXACT)
         bad = have & (units != 0) & (np.abs(units) > MAX_UNITS)
         if bad.any():
             got = int(units[np.flatnonzero(bad)[0]])
@@ -299,7 +299,7 @@ def shift_units(
                 exact = exact or [None] * n
                 strings = text.to_pylist()
                 for row in np.flatnonzero(fast):
-                    exact[row] = Decimal(strings[row]).scaleb(-base)
+                    exact[row] = Decimal(strings[row]).scaleb(base, _EXACT)
                 fast[:] = False
         out = result if result is not None else pa.array([""] * n, pa.string())
         others = np.flatnonzero(have & ~fast)
