@@ -137,6 +137,13 @@ def test_encode_params_builds_call_data() -> None:
     )
 
 
+def test_a_function_without_parameters() -> None:
+    total_supply = selector("totalSupply()")
+    ctx = session(t={"d": pa.array([total_supply, b"\x00" * 4, None])})
+    assert column(ctx, "SELECT evm_encode_params('totalSupply()') FROM t") == [total_supply] * 3
+    assert column(ctx, "SELECT evm_decode_params(d, 'totalSupply()') FROM t") == [{}, None, None]
+
+
 def test_encode_then_decode_round_trips() -> None:
     ctx = session()
     got = one(

@@ -181,11 +181,11 @@ def _binary(rows: np.ndarray, valid: np.ndarray | None) -> pa.Array:
 
 
 def encode_columns(
-    columns: Sequence[pa.Array], types: Sequence[SolType], prefix: bytes = b""
+    columns: Sequence[pa.Array], types: Sequence[SolType], rows: int, prefix: bytes = b""
 ) -> pa.Array:
     """Each row's values, one per column, ABI-encoded as the sequence `types`, after
     `prefix` (a function selector). A row with a NULL value encodes as NULL."""
-    n = len(columns[0]) if columns else 1
+    n = rows
     valid = np.ones(n, bool)
     for column in columns:
         if column.null_count:

@@ -125,13 +125,13 @@ def encoder(
     inputs: list[pa.DataType],
     literal: str | None,
     plan: Callable[[str], object],
-    run: Callable[[object, list[pa.Array]], pa.Array],
+    run: Callable[[object, list[pa.Array], int], pa.Array],
     not_literal: str,
     context: str = "",
 ) -> Built:
     """An encoding function whose last argument (a type or a signature) Amp wants as a
     literal. `plan(text)` checks that text against the argument types (FunctionError
-    with Amp's text); `run(planned, columns)` encodes. With no literal the text is read
+    with Amp's text); `run(planned, columns, rows)` encodes. With no literal the text is read
     from the column when the function runs (`not_literal` if the rows differ; `context`
     before the message for a NULL one). Amp reports these errors when the function
     runs, so they wait for the first row."""
@@ -151,7 +151,7 @@ def encoder(
                 return pa.array([], pa.binary())
             chosen = plan(text)
         try:
-            return run(chosen, list(columns[:-1]))
+            return run(chosen, list(columns[:-1]), len(columns[-1]))
         except AbiError as exc:
             raise FunctionError(str(exc)) from None
 

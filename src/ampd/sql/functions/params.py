@@ -70,7 +70,7 @@ def evm_encode_params(arg_types: list[pa.DataType], signature: str | None) -> Bu
         [*arg_types, pa.string()],
         signature,
         lambda text: _plan(text, arg_types),
-        lambda fn, columns: encode_columns(columns, fn.types, prefix=fn.selector),
+        lambda fn, columns, rows: encode_columns(columns, fn.types, rows, prefix=fn.selector),
         f"{ENCODE}: expected scalar argument for the Solidity function signature but got Utf8",
         f"{ENCODE}: ",
     )

@@ -48,7 +48,7 @@ def evm_encode_type(value_type: pa.DataType, type_text: str | None) -> Built:
         [value_type, pa.string()],
         type_text,
         lambda text: _checked(text, value_type),
-        lambda t, columns: encode_columns(columns, [t]),
+        lambda t, columns, rows: encode_columns(columns, [t], rows),
         f"{ENCODE}: expected scalar argument for the Solidity type but got Utf8",
     )
 
