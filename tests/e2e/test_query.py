@@ -280,6 +280,43 @@ def test_show_tables_and_information_schema_list_the_datasets(env: dict) -> None
     assert [c["column_name"] for c in columns] == TABLES["logs"].names
 
 
+# The chain's log contract emits LOG3 with topics LOG_TOPICS[:3] (no data to decode).
+DECODE = (
+    "SELECT d['a'] AS a, d['b'] AS b, shift_units(d['b'], -18) AS eth FROM ("
+    " SELECT evm_decode_log(topic1, topic2, topic3, data,"
+    " 'Ev(bytes32 indexed a, uint256 indexed b)') AS d"
+    ' FROM "test/chain".logs WHERE topic2 IS NOT NULL AND topic3 IS NULL) t'
+)
+
+
+def test_evm_functions_on_both_endpoints(env: dict) -> None:
+    from support.chain import LOG_TOPICS
+
+    b = int.from_bytes(LOG_TOPICS[2], "big")
+    eth = f"{b // 10**18}.{b % 10**18:018d}".rstrip("0")
+    rows = lines(post(env, DECODE))
+    assert rows and all(
+        r == {"a": "0x" + LOG_TOPICS[1].hex(), "b": str(b), "eth": eth} for r in rows
+    )
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(DECODE.encode()))
+    table = client.do_get(info.endpoints[0].ticket).read_all()
+    assert table.num_rows == len(rows)
+    assert set(table.column("a").to_pylist()) == {LOG_TOPICS[1]}
+    topic = lines(post(env, "SELECT evm_topic('Transfer(address,address,uint256)') AS t"))
+    assert topic == [{"t": "0x" + LOG_TOPICS[1].hex()}]  # keccak of the signature
+
+
+def test_evm_function_errors_name_the_function(env: dict) -> None:
+    response = post(env, "SELECT evm_decode_log(NULL, NULL, NULL, NULL, 'not a signature') AS d")
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "INVALID_PLAN"
+    assert "evm_decode_log" in response.json()["error_message"]
+    assert "__" not in response.json()["error_message"]  # no internal UDF name
+    response = post(env, "SELECT evm_nope(1) AS x")
+    assert response.status_code == 400, response.text
+
+
 def test_health(env: dict) -> None:
     assert httpx.get(env["jsonl"] + "/health").status_code == 200
 

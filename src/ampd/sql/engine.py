@@ -22,6 +22,14 @@ from datafusion.catalog import Catalog, Schema, Table
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.sql.catalog import CatalogSnapshot, CommittedFile
+from ampd.sql.functions import (
+    FunctionError,
+    error_text,
+    prepare,
+    public_name,
+    register_functions,
+    restore_names,
+)
 from ampd.sql.references import parse_reference, resolve, table_references
 from ampd.sql.rules import QueryRuleError, check_plan
 
@@ -225,11 +233,16 @@ def plan(
     ctx = SessionContext(config, runtime)
     try:
         _register(ctx, sql, snapshot, only)
-        frame = ctx.sql_with_options(sql, _OPTIONS)
+        register_functions(ctx)
+        # Amp's EVM functions whose result type depends on a literal (a signature) become
+        # calls of UDFs registered for those literals (docs/feat/sql-functions.md).
+        frame = restore_names(ctx.sql_with_options(prepare(ctx, sql), _OPTIONS))
         check_plan(frame)
         return frame
     except QueryRuleError as exc:
         raise QueryError(400, "INVALID_PLAN", str(exc)) from None
+    except FunctionError as exc:
+        raise QueryError(400, "INVALID_PLAN", public_name(str(exc))) from None
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
         raise classify(exc, snapshot) from None
 
@@ -237,6 +250,11 @@ def plan(
 def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:
     """Map a DataFusion error to the API's error codes."""
     message = str(exc)
+    own = error_text(message)
+    if own is not None:  # one of the EVM functions refused its input while running
+        return QueryError(500, "QUERY_FAILED", public_name(own))
+    if "Invalid function" in message:
+        return QueryError(400, "FUNCTION_REFERENCE_RESOLUTION", public_name(_clean(message)))
     if "ParserError" in message or "SQL error" in message:
         return QueryError(400, "SQL_PARSE_ERROR", _clean(message))
     if (
