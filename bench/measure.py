@@ -24,6 +24,7 @@ from pathlib import Path
 
 _POLL_SECONDS = 0.02
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -50,17 +51,41 @@ def _rss_kib(pid: int) -> int:
         return 0
 
 
-def tree_rss_kib(root: int) -> int:
-    """Resident memory of `root` and all its descendants, in KiB (shared pages count twice).
-
-    Walks down from `root` only (not all of /proc), so polling it costs the tool little CPU.
-    """
-    total, stack = 0, [root]
+def tree_pids(root: int) -> list[int]:
+    """`root` and all its live descendants. Walks down from `root` only (not all of /proc),
+    so polling it costs the tool little CPU."""
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += _rss_kib(pid)
+        found.append(pid)
         stack.extend(_children(pid))
-    return total
+    return found
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of `root` and all its descendants, in KiB (shared pages count twice)."""
+    return sum(_rss_kib(pid) for pid in tree_pids(root))
+
+
+def process_cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds of one process (0 once it is gone), from /proc/PID/stat;
+    with `children`, those of its children that exited and were waited for too."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5); 12-15 after the name.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _CLK_TCK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root`'s whole process tree: every live process, and the children each
+    has reaped (10 ms ticks)."""
+    return sum(process_cpu_seconds(pid) for pid in tree_pids(root))
 
 
 class _TreePoller(threading.Thread):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from measure import last_json_line
+from measure import last_json_line, process_cpu_seconds
 
 BENCH = Path(__file__).resolve().parent
 AMPD = Path(sys.executable).parent / "ampd"
@@ -43,7 +43,6 @@ PATH_NAMES = {
     "flight": "Arrow Flight",
 }
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _POLL_SECONDS = 0.02
 
 Log = Callable[[str], None]
@@ -158,8 +157,7 @@ class Solo:
         return self.status_kib("VmHWM") <= self.status_kib("VmRSS") + 1024
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+        return process_cpu_seconds(self.pid, children=False)
 
 
 class _RssSampler(threading.Thread):
