@@ -106,6 +106,44 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def run_line(data: dict, versions: str) -> str:
+    """The first line of a stage's doc section: when, the machine, `versions`, repetitions."""
+    machine = data["machine"]
+    return (
+        f"Run {data['started_at']} (`bench/results/{data['file']}`), "
+        f"{machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; "
+        f"{versions}. Repetitions: {data['settings']['repeat']} (median). "
+        f"Load average (1 min) before and after: {machine['load_average_before'][0]:.1f}, "
+        f"{machine['load_average_after'][0]:.1f}; total {data['total_seconds'] / 60:.0f} min."
+    )
+
+
+def markdown_table(header: list[str], rows: list[list[str]], left: tuple[int, ...]) -> list[str]:
+    """A Markdown table; the columns in `left` aligned left, the others right."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def print_table(
+    title: str, header: list[str], rows: list[list[str]], left: tuple[int, ...], width: int = 180
+):  # noqa: ANN202 - a rich Console
+    """Print a table on the console (rich); returns the console for the lines under it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=width)
+    console.print(table)
+    return console
+
+
 def table_rows(results: list[dict], comps: dict) -> list[list[str]]:
     """One row per (size, tool): the figures in the order of `TABLE_HEADER`."""
     rows = []
@@ -155,16 +193,8 @@ def _target_line(t: dict) -> str:
 
 
 def print_console(results: list[dict], comps: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="ampd extraction benchmark (medians)")
-    for i, name in enumerate(TABLE_HEADER):
-        table.add_column(name, justify="left" if i in (1, 2) else "right")
-    for row in table_rows(results, comps):
-        table.add_row(*row)
-    console = Console(width=140)
-    console.print(table)
+    rows = table_rows(results, comps)
+    console = print_table("ampd extraction benchmark (medians)", TABLE_HEADER, rows, (1, 2), 140)
     for entry in results:
         if entry["status"] != "ok":
             console.print(f"[bold]{entry['tool']}[/] ({entry['size']:,} blocks): {entry['error']}")
@@ -175,15 +205,14 @@ def print_console(results: list[dict], comps: dict) -> None:
 def markdown(data: dict) -> str:
     """The doc's results section for one results file."""
     results, comps = data["runs"], data["comparisons"]
-    machine, versions, chain = data["machine"], data["versions"], data["chain"]
+    versions, chain = data["versions"], data["chain"]
     lines = [
-        f"Run {data['started_at']} (`bench/results/{data['file']}`), "
-        f"{machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; "
-        f"Python {versions['python']}, anvil {versions['anvil']}, ampd {versions['ampd']}, "
-        f"cryo {versions['cryo']}, ethereum-etl {versions['ethereum_etl']}, "
-        f"pyarrow {versions['pyarrow']}. Repetitions: {data['settings']['repeat']} (median). "
-        f"Load average (1 min) before and after: {machine['load_average_before'][0]:.1f}, "
-        f"{machine['load_average_after'][0]:.1f}; total {data['total_seconds'] / 60:.0f} min.",
+        run_line(
+            data,
+            f"Python {versions['python']}, anvil {versions['anvil']}, ampd {versions['ampd']}, "
+            f"cryo {versions['cryo']}, ethereum-etl {versions['ethereum_etl']}, "
+            f"pyarrow {versions['pyarrow']}",
+        ),
         "",
         f"Chain: {chain['plan']['blocks']:,} blocks of {chain['plan']['calls']} contract calls "
         f"({chain['plan']['calls'] * 3} logs) and {chain['plan']['transfers']} transfers each; "
@@ -195,12 +224,9 @@ def markdown(data: dict) -> str:
         )
         + ".",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "|".join("---" if i in (1, 2) else "---:" for i in range(len(TABLE_HEADER))) + "|",
+        *markdown_table(TABLE_HEADER, table_rows(results, comps), (1, 2)),
+        "",
     ]
-    for row in table_rows(results, comps):
-        lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
     for t in comps["targets"]:
         lines.append("- Target: " + _target_line(t))
     failures = [e for e in results if e["status"] != "ok"]
@@ -276,31 +302,21 @@ def _query_failures(query: dict) -> list[str]:
 
 
 def print_query_console(query: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="ampd query serving: full-table scans (medians)")
-    for i, name in enumerate(QUERY_HEADER):
-        table.add_column(name, justify="left" if i in (0, 1, 2) else "right")
-    for row in query_table_rows(query):
-        table.add_row(*row)
-    console = Console(width=180)
-    console.print(table)
+    title = "ampd query serving: full-table scans (medians)"
+    console = print_table(title, QUERY_HEADER, query_table_rows(query), (0, 1, 2))
     for line in _query_failures(query):
         console.print(line)
 
 
 def query_markdown(data: dict) -> str:
     """The doc's query section for one results file."""
-    query, machine, versions = data["query"], data["machine"], data["versions"]
+    query, versions = data["query"], data["versions"]
     lines = [
-        f"Run {data['started_at']} (`bench/results/{data['file']}`), "
-        f"{machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; "
-        f"Python {versions['python']}, ampd {versions['ampd']}, "
-        f"DataFusion {versions.get('datafusion')}, pyarrow {versions['pyarrow']}. "
-        f"Repetitions: {data['settings']['repeat']} (median). "
-        f"Load average (1 min) before and after: {machine['load_average_before'][0]:.1f}, "
-        f"{machine['load_average_after'][0]:.1f}; total {data['total_seconds'] / 60:.0f} min.",
+        run_line(
+            data,
+            f"Python {versions['python']}, ampd {versions['ampd']}, "
+            f"DataFusion {versions.get('datafusion')}, pyarrow {versions['pyarrow']}",
+        ),
         "",
     ]
     if query.get("status") == "ok":
@@ -317,14 +333,9 @@ def query_markdown(data: dict) -> str:
             f"{query['server_rss_after_extract_mib']:,.0f} MiB after the extraction, "
             f"{query['server_rss_at_end_mib']:,.0f} MiB after the scans.",
             "",
-            "| " + " | ".join(QUERY_HEADER) + " |",
-            "|"
-            + "|".join("---" if i in (0, 1, 2) else "---:" for i in range(len(QUERY_HEADER)))
-            + "|",
+            *markdown_table(QUERY_HEADER, query_table_rows(query), (0, 1, 2)),
+            "",
         ]
-        for row in query_table_rows(query):
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
     for line in _query_failures(query):
         lines.append("- " + line)
     return "\n".join(lines).rstrip("\n")
@@ -362,30 +373,20 @@ def _store_failure(store: dict) -> list[str]:
 
 
 def print_store_console(store: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="ampd on the local disk vs S3 (moto): medians")
-    for i, name in enumerate(STORE_HEADER):
-        table.add_column(name, justify="left" if i in (0, 1, 5, 6) else "right")
-    for row in store_table_rows(store):
-        table.add_row(*row)
-    console = Console(width=180)
-    console.print(table)
+    title = "ampd on the local disk vs S3 (moto): medians"
+    console = print_table(title, STORE_HEADER, store_table_rows(store), (0, 1, 5, 6))
     for line in _store_failure(store):
         console.print(line)
 
 
 def store_markdown(data: dict) -> str:
     """The doc's store section for one results file."""
-    store, machine, versions = data["store"], data["machine"], data["versions"]
+    store, versions = data["store"], data["versions"]
     lines = [
-        f"Run {data['started_at']} (`bench/results/{data['file']}`), "
-        f"{machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; "
-        f"Python {versions['python']}, ampd {versions['ampd']}, moto {versions.get('moto')}. "
-        f"Repetitions: {data['settings']['repeat']} (median). "
-        f"Load average (1 min) before and after: {machine['load_average_before'][0]:.1f}, "
-        f"{machine['load_average_after'][0]:.1f}; total {data['total_seconds'] / 60:.0f} min.",
+        run_line(
+            data,
+            f"Python {versions['python']}, ampd {versions['ampd']}, moto {versions.get('moto')}",
+        ),
         "",
     ]
     if store.get("status") == "ok":
@@ -401,14 +402,9 @@ def store_markdown(data: dict) -> str:
             f"(warm runs on S3: {', '.join(f'{s:.3f}' for s in count['warm_seconds'])} s; "
             f"S3 requests per query, cold first: {', '.join(map(str, count['s3_requests'] or []))}).",
             "",
-            "| " + " | ".join(STORE_HEADER) + " |",
-            "|"
-            + "|".join("---" if i in (0, 1, 5, 6) else "---:" for i in range(len(STORE_HEADER)))
-            + "|",
+            *markdown_table(STORE_HEADER, store_table_rows(store), (0, 1, 5, 6)),
+            "",
         ]
-        for row in store_table_rows(store):
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
     for line in _store_failure(store):
         lines.append("- " + line)
     return "\n".join(lines).rstrip("\n")
