@@ -16,11 +16,15 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _POLL_SECONDS = 0.02
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -168,6 +172,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextmanager
+def fresh_cluster(
+    pg: Any, root: Path, node: Any, settings: dict, error: type[Exception], what: str,
+    after: Callable[[], None] | None = None,
+) -> Iterator[Any]:  # fmt: skip
+    """The e2e harness's `Cluster` (tests/support/cluster.py, on the caller's sys.path) in a
+    fresh `root`, on a fresh database of the managed PostgreSQL `pg`, extracting from `node`
+    (only its `url` is used). Every process is stopped and the database dropped at the end,
+    then `after` runs; a process that fails to start raises `error("<what>: ...")`."""
+    from support.cluster import Cluster
+    from support.postgres import create_database, drop_database
+
+    shutil.rmtree(root, ignore_errors=True)
+    db_url = create_database(pg)
+    cluster = Cluster(root, db_url, node, settings)
+    try:
+        yield cluster
+    except AssertionError as exc:  # how the e2e harness reports a process that failed
+        raise error(f"{what}: {exc}") from None
+    finally:
+        cluster.stop_all()
+        drop_database(pg, db_url)
+        if after is not None:
+            after()
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import serving
 from anvil import Anvil
-from measure import last_json_line, log_tail
+from measure import fresh_cluster, last_json_line, log_tail
 from s3_endpoint import MotoS3, S3EndpointError, moto_version  # noqa: F401 (re-exported)
 
 BENCH = Path(__file__).resolve().parent
@@ -44,7 +44,6 @@ sys.path.append(str(REPO / "tests"))  # support.cluster, support.postgres: the e
 
 from ampd.metadb.managed import ManagedPostgres  # noqa: E402
 from support.cluster import Cluster  # noqa: E402
-from support.postgres import create_database, drop_database  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 AMPD = VENV_BIN / "ampd"
@@ -161,29 +160,19 @@ def _deployment(
     stage: _Stage, store: str, name: str, writer: dict | None = None
 ) -> Iterator[Cluster]:
     """A config on `name`'s data dir, a fresh database; every process stopped at the end."""
-    root = stage.work / name
-    shutil.rmtree(root, ignore_errors=True)
-    db_url = create_database(stage.pg)
-    cluster = Cluster(
-        root,
-        db_url,
-        stage.node,  # type: ignore[arg-type]  # the bench's Anvil: Cluster uses only its URL
-        {
-            "data_dir": stage.data_dir(store, name),
-            "segment_blocks": 100_000,  # the config's defaults: one segment, files by size
-            "poll_interval_secs": 0.1,
-            "provider": stage.provider,
-            "writer": {"segment_flush_interval_secs": 600.0, **(writer or {})},
-        },
-    )
-    try:
+    settings = {
+        "data_dir": stage.data_dir(store, name),
+        "segment_blocks": 100_000,  # the config's defaults: one segment, files by size
+        "poll_interval_secs": 0.1,
+        "provider": stage.provider,
+        "writer": {"segment_flush_interval_secs": 600.0, **(writer or {})},
+    }
+    # The bench's Anvil as the node: Cluster uses only its URL.
+    with fresh_cluster(
+        stage.pg, stage.work / name, stage.node, settings, StoreError, f"{name} on {store}",
+        after=lambda: stage.discard(store, name),
+    ) as cluster:  # fmt: skip
         yield cluster
-    except AssertionError as exc:  # how the e2e harness reports a process that failed
-        raise StoreError(f"{name} on {store}: {exc}") from None
-    finally:
-        cluster.stop_all()
-        drop_database(stage.pg, db_url)
-        stage.discard(store, name)
 
 
 def _run_job(
