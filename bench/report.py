@@ -102,7 +102,7 @@ def comparisons(results: list[dict]) -> dict:
     return out
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -168,14 +168,14 @@ def table_rows(results: list[dict], comps: dict) -> list[list[str]]:
                 f"{entry['size']:,}",
                 entry["tool"],
                 status,
-                _fmt(wall, ".1f"),
-                _fmt(m.get("blocks_per_second"), ",.0f"),
-                _fmt(m.get("rows_per_second"), ",.0f"),
-                _fmt(m.get("peak_rss_mib"), ",.0f"),
-                _fmt(m.get("cpu_seconds"), ".1f"),
-                _fmt(m.get("output_mib"), ",.1f"),
-                _fmt(_ratio(wall, floors.get(entry["size"])), ".2f"),
-                _fmt(_ratio(wall, cryos.get(entry["size"])), ".2f"),
+                fmt(wall, ".1f"),
+                fmt(m.get("blocks_per_second"), ",.0f"),
+                fmt(m.get("rows_per_second"), ",.0f"),
+                fmt(m.get("peak_rss_mib"), ",.0f"),
+                fmt(m.get("cpu_seconds"), ".1f"),
+                fmt(m.get("output_mib"), ",.1f"),
+                fmt(_ratio(wall, floors.get(entry["size"])), ".2f"),
+                fmt(_ratio(wall, cryos.get(entry["size"])), ".2f"),
             ]
         )
     return rows
@@ -275,17 +275,17 @@ def query_table_rows(query: dict) -> list[list[str]]:
                 scan["table"],
                 QUERY_PATH_NAMES[scan["path"]],
                 status,
-                _fmt(m.get("rows"), ","),
-                _fmt(None if m.get("bytes") is None else m["bytes"] / 1e6, ",.1f"),
-                _fmt(wall, ".2f"),
-                _fmt(m.get("rows_per_second"), ",.0f"),
-                _fmt(m.get("mb_per_second"), ",.1f"),
-                _fmt(_ratio(wall, floors.get(scan["table"])), ".2f"),
-                _fmt(m.get("server_rss_before_mib"), ",.0f"),
-                _fmt(m.get("server_peak_rss_mib"), ",.0f"),
-                _fmt(m.get("server_cpu_seconds"), ".2f"),
-                _fmt(m.get("client_peak_rss_mib"), ",.0f"),
-                _fmt(m.get("client_cpu_seconds"), ".2f"),
+                fmt(m.get("rows"), ","),
+                fmt(None if m.get("bytes") is None else m["bytes"] / 1e6, ",.1f"),
+                fmt(wall, ".2f"),
+                fmt(m.get("rows_per_second"), ",.0f"),
+                fmt(m.get("mb_per_second"), ",.1f"),
+                fmt(_ratio(wall, floors.get(scan["table"])), ".2f"),
+                fmt(m.get("server_rss_before_mib"), ",.0f"),
+                fmt(m.get("server_peak_rss_mib"), ",.0f"),
+                fmt(m.get("server_cpu_seconds"), ".2f"),
+                fmt(m.get("client_peak_rss_mib"), ",.0f"),
+                fmt(m.get("client_cpu_seconds"), ".2f"),
             ]
         )
     return rows
@@ -356,9 +356,9 @@ def store_table_rows(store: dict) -> list[list[str]]:
             [
                 m["measure"],
                 m["unit"],
-                _fmt(m["local"], spec),
-                _fmt(m["s3"], spec),
-                _fmt(m["ratio"], ".2f"),
+                fmt(m["local"], spec),
+                fmt(m["s3"], spec),
+                fmt(m["ratio"], ".2f"),
                 m["target"] or "-",
                 verdict,
             ]

@@ -9,6 +9,8 @@ stage (bench/serving.py) has `ampd solo` extract the chain and times full-table 
 through its JSON Lines and Arrow Flight endpoints against DataFusion over the same files.
 The store stage (bench/store_stage.py) runs `ampd dump`, a one-worker job, full scans and a
 COUNT(*) over 1,000 files on the local disk and on moto's S3 server, and checks S3's targets.
+The distributed stage (bench/distributed_stage.py) times the floor, `ampd dump` and jobs of
+one and three workers on the local node and behind a latency proxy (a remote node).
 Prints the tables, writes bench/results/<UTC time>.json and latest.json, and refreshes the
 results sections of docs/benchmarks.md. See that document for what is measured and every flag.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -28,6 +31,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import distributed_report
+import distributed_stage
 import pyarrow
 import report
 import serving
@@ -44,7 +49,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
-ALL_STAGES = ("extract", "query", "store")
+ALL_STAGES = ("extract", "query", "store", "distributed")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -308,8 +313,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stages",
         default=",".join(ALL_STAGES),
         help="extract: the tools on each size; query: full scans through ampd solo's "
-        "endpoints; store: dump, a job and scans on the local disk vs S3 (moto) "
-        "(default: %(default)s)",
+        "endpoints; store: dump, a job and scans on the local disk vs S3 (moto); "
+        "distributed: floor, dump and jobs of 1 and 3 workers, local and behind a latency "
+        "proxy (default: %(default)s)",
     )
     p.add_argument(
         "--tools",
@@ -370,6 +376,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="blocks the store stage dumps, extracts and scans (default: the smallest of --sizes)",
     )
     p.add_argument(
+        "--distributed-size",
+        type=int,
+        help="blocks the distributed stage extracts (default: the smallest of --sizes)",
+    )
+    p.add_argument(
+        "--node-latency-ms",
+        type=float,
+        default=200.0,
+        help="delay the distributed stage's remote node adds to every request (default: %(default)g)",
+    )
+    p.add_argument(
         "--tune-floor",
         action="store_true",
         help="first sweep the floor's batch size and concurrency and use the fastest",
@@ -424,6 +441,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--store-size must be a positive block count")
     if args.store_size is None:
         args.store_size = min(args.sizes)
+    if args.distributed_size is not None and args.distributed_size < 3:
+        p.error("--distributed-size must be at least 3 blocks (a segment per worker)")
+    if args.distributed_size is None:
+        args.distributed_size = min(args.sizes)
+    if args.node_latency_ms < 0:
+        p.error("--node-latency-ms must be >= 0")
     return args
 
 
@@ -559,6 +582,47 @@ def run_store(
     return section
 
 
+def run_distributed(
+    args: argparse.Namespace, anvil: Anvil, chain: Chain, floor: tuple[int, int], provider: dict
+) -> dict:
+    """The distributed stage on the first `--distributed-size` blocks; a failure is recorded,
+    not raised."""
+    size = args.distributed_size
+    manifest_path = WORK / "ampd" / "anvil.json"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_source = tools.write_manifest(manifest_path)
+    first, last = chain.first, chain.first + size - 1
+    local_timeout = args.timeout or 300 + 0.02 * size
+    # Behind the proxy, at worst one request of 10 blocks in flight at a time.
+    remote_timeout = (
+        args.timeout or local_timeout + math.ceil(size / 10) * args.node_latency_ms / 1000
+    )
+    try:
+        section = distributed_stage.run_stage(
+            work=WORK / "distributed",
+            node_url=anvil.url,
+            first_block=first,
+            last_block=last,
+            expected_rows={k: v * size // chain.blocks for k, v in chain.expected_rows().items()},
+            repeat=args.repeat,
+            latency_ms=args.node_latency_ms,
+            floor=floor,
+            provider=provider,
+            manifest=json.loads(manifest_path.read_text()),
+            timeouts={"local": local_timeout, "remote": remote_timeout},
+            run_tool=lambda tool, url, rep, timeout: run_tool(tool, url, chain, size, rep, timeout),
+            log=log,
+        )
+    except distributed_stage.DistributedError as exc:
+        log(f"distributed stage failed: {str(exc).splitlines()[0]}")
+        return {"status": "failed", "error": str(exc), "range": [first, last]}
+    finally:
+        if not args.keep_output:
+            shutil.rmtree(WORK / "out", ignore_errors=True)
+    section.update(status="ok", error=None, manifest=manifest_source)
+    return section
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
     raise KeyboardInterrupt
@@ -573,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     WORK.mkdir(parents=True, exist_ok=True)
     extracting, querying = "extract" in args.stages, "query" in args.stages
-    storing = "store" in args.stages
+    storing, distributing = "store" in args.stages, "distributed" in args.stages
     if extracting:
         sizes = ", ".join(f"{s:,}" for s in args.sizes)
         log(f"extract stage: {', '.join(args.tools)} on {sizes} blocks")
@@ -583,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if storing:
         log(f"store stage: local disk vs S3 (moto) on {args.store_size:,} blocks")
+    if distributing:
+        log(
+            f"distributed stage: floor, dump and jobs on {args.distributed_size:,} blocks, "
+            f"local and behind a {args.node_latency_ms:g} ms latency proxy"
+        )
 
     floor_batch, floor_conc = args.floor_batch_size, args.floor_concurrency
     selected = _tools_for(args, floor_batch, floor_conc) if extracting else {}
@@ -592,10 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     needed = (args.sizes if extracting else []) + ([args.query_size] if querying else [])
     # The store stage's COUNT(*) job reads blocks 0..COUNT_FILES-1, one file per block.
     needed += [args.store_size, store_stage.COUNT_FILES] if storing else []
+    # Its first-file job reads FIRST_FILE_BLOCKS blocks.
+    needed += [args.distributed_size, distributed_stage.FIRST_FILE_BLOCKS] if distributing else []
     plan = ChainPlan(max(needed))
     chain_info: dict = {}
     runs: list[dict] = []
-    query = store = None
+    query = store = distributed = None
     tuning = None
     try:
         with chain_node(plan, not args.no_cache, args.rebuild, chain_info) as (anvil, chain):
@@ -627,6 +698,17 @@ def main(argv: list[str] | None = None) -> int:
                     chain,
                     args.ampd_batch_size or floor_batch,
                     args.ampd_concurrency or floor_conc,
+                )
+            if distributing:
+                distributed = run_distributed(
+                    args,
+                    anvil,
+                    chain,
+                    (floor_batch, floor_conc),
+                    {
+                        "rpc_batch_size": args.ampd_batch_size or floor_batch,
+                        "concurrent_request_limit": args.ampd_concurrency or floor_conc,
+                    },
                 )
             chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
     except (AnvilError, BenchError) as exc:
@@ -667,11 +749,14 @@ def main(argv: list[str] | None = None) -> int:
             "query_size": args.query_size if querying else None,
             "query_tables": args.query_tables if querying else [],
             "store_size": args.store_size if storing else None,
+            "distributed_size": args.distributed_size if distributing else None,
+            "node_latency_ms": args.node_latency_ms if distributing else None,
         },
         "runs": runs,
         "comparisons": comps,
         "query": query,
         "store": store,
+        "distributed": distributed,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -684,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
         report.print_query_console(query)
     if store is not None:
         report.print_store_console(store)
+    if distributed is not None:
+        distributed_report.print_console(distributed)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
@@ -703,7 +790,7 @@ def _newest_with(stage: str) -> dict | None:
         data = json.loads(path.read_text())
         if stage == "extract" and data.get("runs"):
             return data
-        if stage in ("query", "store") and data.get(stage):
+        if stage in ("query", "store", "distributed") and data.get(stage):
             return data
     return None
 
@@ -716,6 +803,7 @@ def _render_doc(data: dict | None) -> int:
         ("extract", report.markdown, report.EXTRACT_MARKERS),
         ("query", report.query_markdown, report.QUERY_MARKERS),
         ("store", report.store_markdown, report.STORE_MARKERS),
+        ("distributed", distributed_report.markdown, distributed_report.MARKERS),
     ):
         source = _newest_with(stage) if data is None else data
         if source is None or stage not in source.get("stages", ["extract"]):
