@@ -54,7 +54,7 @@ def measures(section: dict) -> list[dict]:
     for key, what in (("wall_seconds", "wall"), ("cpu_seconds", "cpu")):
         value = ratio(("local", "one_worker"), ("local", "dump"), key)
         add(
-            f"1 worker / ampd dump, {what} (local)",
+            f"1 worker / ampd dump, {what.replace('cpu', 'CPU')} (local)",
             value,
             TARGETS[f"worker_over_dump_{what}"],
             "<=",
@@ -126,7 +126,9 @@ def summary(section: dict) -> str:
     blocks, rows = section["blocks"], sum(section["expected_rows"].values())
     by = {(e["node"], e["run"]): e for e in section["runs"]}
     three = next((r for r in by[("remote", "three_workers")]["runs"] if r["status"] == "ok"), {})
-    joins = [r for n in NODES for r in by[(n, "two_join")]["runs"] if r.get("joined_at_seconds")]
+    joined = next(
+        (r for r in by[("remote", "two_join")]["runs"] if r.get("joined_at_seconds")), None
+    )
     remote_runs = [r for e in section["runs"] if e["node"] == "remote" for r in e["runs"]]
     proxy = [r for r in remote_runs if r["status"] == "ok" and r.get("proxy_cpu_seconds")]
     busiest = max(proxy, key=lambda r: r["proxy_cpu_seconds"] / r["wall_seconds"], default=None)
@@ -142,16 +144,17 @@ def summary(section: dict) -> str:
         f"{remote['dump_concurrent_request_limit']} for `ampd dump` ({remote['dump_processes']} "
         f"fetch processes), the floor {remote['floor']['batch_size_calls']} calls x "
         f"{remote['floor']['concurrency']} in flight. Jobs: one segment for 1 worker and for "
-        f"1 + 2 joining, {three.get('segments', 3)} of {three.get('segment_blocks', '-'):,} "
-        "blocks for 3 workers."
+        f"1 + 2 joining, three of {fmt(three.get('segment_blocks'), ',')} blocks for 3 workers."
     )
-    for r in joins:
-        share = ", ".join(f"{w} {n:,}" for w, n in sorted(r["blocks_by_worker"].items()))
-        text += (
-            f" Joining job {r['repeat']}: the two workers started at {r['joined_at_seconds']:.1f} s "
-            f"({r['joined_at_blocks']:,} blocks committed); blocks by worker: {share}."
+    if joined is not None:  # whether the joiners got work
+        share = ", ".join(
+            f"{w} {joined['blocks_by_worker'].get(w, 0):,}" for w in ("w1", "w2", "w3")
         )
-        break  # the first is enough to show whether the joiners got work
+        text += (
+            f" In the first remote joining job the two workers started "
+            f"{joined['joined_at_seconds']:.1f} s after the deploy request "
+            f"({joined['joined_at_blocks']:,} blocks committed); blocks by worker: {share}."
+        )
     if busiest is not None:
         share = busiest["proxy_cpu_seconds"] / busiest["wall_seconds"]
         text += (
