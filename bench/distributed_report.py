@@ -162,10 +162,16 @@ def summary(section: dict) -> str:
             f"run ({share:.1%} of its wall time)."
         )
     first_file = section["first_file"]["median"]
+    files = next(
+        (r["files_per_table"] for r in section["first_file"]["runs"] if r["status"] == "ok"), 0
+    )
     if first_file:
         text += (
-            f" The {FIRST_FILE_BLOCKS:,}-block job completed {first_file['wall_seconds']:.2f} s "
-            "after its deploy request."
+            f" The {FIRST_FILE_BLOCKS:,}-block job, after its deploy request: the request "
+            f"answered at {first_file['deploy_request_seconds']:.2f} s, the job RUNNING (its "
+            f"segment assigned) at {first_file['running_seconds']:.2f} s, its first file (of "
+            f"{files} per table) committed at {first_file['first_file_seconds']:.2f} s, COMPLETED at "
+            f"{first_file['wall_seconds']:.2f} s."
         )
     return text
 

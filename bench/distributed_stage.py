@@ -188,6 +188,8 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
 
             def done(status: str) -> bool:
                 committed, now = _committed_blocks(db), time.monotonic() - started
+                if status != "SCHEDULED" and "running_seconds" not in marks:
+                    marks["running_seconds"] = round(now, 3)  # its first segment assigned
                 if committed and "first_file_seconds" not in marks:
                     marks["first_file_seconds"] = round(now, 3)
                 if kind == "two_join" and not marks.get("joined_at_seconds"):
@@ -201,6 +203,7 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
             pg_cpu, proxy_cpu = tree_cpu_seconds(stage.pg.pid or 0), stage.proxy.cpu_seconds()
             started = time.monotonic()
             job_id = cluster.deploy({"end_block": str(last)}, REF)
+            marks["deploy_request_seconds"] = round(time.monotonic() - started, 3)
             while not done(status := _job_status(db, job_id)):
                 if status in ("STOPPED", "ERROR", "FATAL"):
                     raise _JobFailed(f"job {job_id} is {status}:\n{cluster.logs()}")
@@ -363,7 +366,10 @@ def run_stage(
     ]
     section["first_file"] = {
         "runs": first_files,
-        "median": _summary(first_files, ("first_file_seconds", "wall_seconds")),
+        "median": _summary(
+            first_files,
+            ("deploy_request_seconds", "running_seconds", "first_file_seconds", "wall_seconds"),
+        ),
     }
     section["measures"] = distributed_report.measures(section)
     return section
