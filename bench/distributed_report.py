@@ -140,11 +140,11 @@ def summary(section: dict) -> str:
         f"{local['provider']['rpc_batch_size']}`, `concurrent_request_limit = "
         f"{local['provider']['concurrent_request_limit']}`. Remote: `rpc_batch_size = "
         f"{remote['rpc_batch_size']}`, `concurrent_request_limit = "
-        f"{remote['worker_concurrent_request_limit']}` for a worker and "
-        f"{remote['dump_concurrent_request_limit']} for `ampd dump` ({remote['dump_processes']} "
-        f"fetch processes), the floor {remote['floor']['batch_size_calls']} calls x "
-        f"{remote['floor']['concurrency']} in flight. Jobs: one segment for 1 worker and for "
-        f"1 + 2 joining, three of {fmt(three.get('segment_blocks'), ',')} blocks for 3 workers."
+        f"{remote['concurrent_request_limit']}` for `ampd dump` and every worker "
+        f"({remote['fetch_processes']} fetch processes each), the floor "
+        f"{remote['floor']['batch_size_calls']} calls x {remote['floor']['concurrency']} in "
+        f"flight. Jobs: one segment for 1 worker and for 1 + 2 joining, six of "
+        f"{fmt(three.get('segment_blocks'), ',')} blocks for 3 workers."
     )
     if joined is not None:  # whether the joiners got work
         share = ", ".join(

@@ -8,11 +8,11 @@ each node, repetitions interleaved:
 - *one worker*: a controller and one `ampd worker`, up and idle on a fresh database of one
   managed PostgreSQL with the dataset registered, timed from the deploy request to the job's
   COMPLETED; the range is one segment;
-- *three workers*: the same with three workers and three segments, one each (a worker runs
-  all its segments at once, so more segments than workers would not hold one worker to one
-  segment's requests in flight);
+- *three workers*: the same with three workers and the range cut into six segments, two
+  each (one worker would gain nothing from them: its segments share its fetch processes
+  and so its provider limits);
 - *two join*: the one-segment job on one worker, two more started once a quarter of the
-  range is committed (what they can take over depends on the controller splitting segments).
+  range is committed (they get work when the controller splits the running segment).
 Last, on the local node, from the deploy request of a 1,000-block job to its first committed
 file. A job's status and files are read from its metadata database (every 50 ms, 20 ms for
 the first-file job), so that the polling costs the controller nothing.
@@ -103,16 +103,16 @@ class _Stage:
 
 def remote_settings() -> dict:
     """The remote node's provider settings: REMOTE_IN_FLIGHT requests of REMOTE_BATCH_BLOCKS
-    blocks in flight per process. `ampd dump` divides `concurrent_request_limit` among its
-    fetch processes (extract/parallel.py's share_limits; one per CPU by default), so its
-    limit is that many times larger; a worker fetches in its own process with a provider
-    pool per segment, and here runs one segment at most. The floor gets the dump's total."""
+    blocks in flight per fetch process. `ampd dump` and `ampd worker` fetch in one process
+    per CPU by default (`--processes`, `worker_processes`) and divide
+    `concurrent_request_limit` among them (extract/parallel.py's share_limits; a worker's
+    segments share its processes and limits), so the limit is REMOTE_IN_FLIGHT times the
+    processes. The floor, one process, gets the same requests in flight as the dump."""
     processes = os.cpu_count() or 1
     return {
         "rpc_batch_size": 2 * REMOTE_BATCH_BLOCKS,
-        "worker_concurrent_request_limit": REMOTE_IN_FLIGHT,
-        "dump_processes": processes,
-        "dump_concurrent_request_limit": REMOTE_IN_FLIGHT * processes,
+        "fetch_processes": processes,
+        "concurrent_request_limit": REMOTE_IN_FLIGHT * processes,
     }
 
 
@@ -176,7 +176,7 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
     last = first + FIRST_FILE_BLOCKS - 1 if kind == "first_file" else stage.last_block
     blocks = last - first + 1
     three = kind == "three_workers"
-    segment_blocks = math.ceil(blocks / 3) if three else blocks
+    segment_blocks = math.ceil(blocks / 6) if three else blocks
     poll = FIRST_FILE_POLL_SECONDS if kind == "first_file" else POLL_SECONDS
     marks: dict = {}
     with _cluster(stage, node, f"{kind}-{node}-{rep}", segment_blocks) as cluster:
@@ -293,14 +293,14 @@ def run_stage(
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     remote = remote_settings()
-    batch, dump_limit = remote["rpc_batch_size"], remote["dump_concurrent_request_limit"]
+    batch, limit = remote["rpc_batch_size"], remote["concurrent_request_limit"]
     made = {
         ("local", "floor"): tools.floor_tool(*floor),
         ("local", "dump"): tools.ampd_tool(
             work / "local", provider["rpc_batch_size"], provider["concurrent_request_limit"]
         ),
-        ("remote", "floor"): tools.floor_tool(batch, dump_limit),
-        ("remote", "dump"): tools.ampd_tool(work / "remote", batch, dump_limit),
+        ("remote", "floor"): tools.floor_tool(batch, limit),
+        ("remote", "dump"): tools.ampd_tool(work / "remote", batch, limit),
     }
     section: dict = {
         "range": [first_block, last_block],
@@ -325,8 +325,7 @@ def run_stage(
                 stage = _Stage(
                     work=work, urls={"local": node_url, "remote": proxy.url},
                     providers={"local": provider, "remote": {
-                        "rpc_batch_size": batch,
-                        "concurrent_request_limit": remote["worker_concurrent_request_limit"],
+                        "rpc_batch_size": batch, "concurrent_request_limit": limit,
                     }},
                     tools={key: replace(t, name=f"{t.name} {key[0]}") for key, t in made.items()},
                     timeouts=timeouts, first_block=first_block, last_block=last_block,
