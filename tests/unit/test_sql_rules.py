@@ -51,3 +51,12 @@ def test_duplicate_output_names_name_their_sources(ctx: SessionContext) -> None:
         "Duplicate field names detected in plan schema: [a.x and b.x]. "
         "Please alias your columns to be unique."
     )
+
+
+def test_a_plan_thousands_of_levels_deep_is_checked(ctx: SessionContext) -> None:
+    """A table of many files is a union per file (the local reader): no recursion limit."""
+    frame = ctx.table("a")
+    for _ in range(1_500):
+        frame = frame.union(ctx.table("a"))
+    ctx.register_view("many", frame)
+    check_plan(ctx.sql("SELECT count(*) AS n FROM many"))

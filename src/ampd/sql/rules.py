@@ -46,9 +46,13 @@ def check_plan(frame: Any) -> None:  # a datafusion DataFrame
 
 
 def _nodes(plan: Any) -> Iterator[Any]:
-    yield plan
-    for child in plan.inputs():
-        yield from _nodes(child)
+    """Every node of the plan, without recursion: a union of a thousand files is a
+    thousand levels deep."""
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.inputs())
 
 
 def _top_expressions(node: Any) -> list[Any]:
