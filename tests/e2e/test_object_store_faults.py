@@ -211,3 +211,16 @@ def test_a_malformed_data_dir_is_one_line_for_the_worker(
         cluster.stop_all()
         drop_database(pg_cluster, db_url)
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_missing_gcs_service_account_is_one_line_for_dump(tmp_path: Path, node: Anvil) -> None:
+    missing = tmp_path / "no-such-service-account.json"
+    result = dump(
+        tmp_path, node, "gs://amp-data/amp", {"GOOGLE_SERVICE_ACCOUNT_PATH": str(missing)}
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: data_dir 'gs://amp-data/amp': "), lines
+    assert str(missing) in lines[0], lines
+    assert not list(tmp_path.rglob("*.parquet"))

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -140,15 +141,7 @@ async def test_urls_name_the_store(store: ObjectStore, tmp_path: Path) -> None:
     [
         ("s3", "NoSuchBucket"),
         ("az", "ContainerNotFound"),
-        pytest.param(
-            "gs",
-            "NoSuchBucket",
-            marks=pytest.mark.xfail(
-                run=False,  # object_store retries a 500 until its retry limit: minutes
-                reason="fake-gcs-server answers the listing of a missing bucket with 500 "
-                "'no bucket named ...'; GCS answers 404 NoSuchBucket",
-            ),
-        ),
+        ("gs", "NoSuchBucket"),
     ],
 )
 async def test_check_names_a_missing_bucket(
@@ -170,6 +163,17 @@ async def test_check_names_refused_azure_credentials(
         await open_cloud_store(f"az://{bucket}").check()
 
 
+def test_fake_gcs_server_alone_answers_a_missing_bucket_with_500(gs: GCSEndpoint) -> None:
+    """Why the adapter answers a missing bucket's listing with GCS's 404 NoSuchBucket
+    (object_store retries a 500 until its retry limit); when this fails, the emulator
+    answers as GCS does and that part of the adapter can go."""
+    missing = f"no-such-{uuid.uuid4().hex[:8]}"
+    direct = httpx.get(f"{gs.emulator_url}/{missing}", params={"list-type": "2"})
+    assert direct.status_code == 500 and "no bucket named" in direct.text
+    adapted = httpx.get(f"{gs.url}/{missing}", params={"list-type": "2"})
+    assert adapted.status_code == 404 and "<Code>NoSuchBucket</Code>" in adapted.text
+
+
 def test_fake_gcs_server_alone_refuses_object_store_writes(
     gs: GCSEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,3 +189,23 @@ def test_fake_gcs_server_alone_refuses_object_store_writes(
     monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT_PATH", str(direct))
     with pytest.raises(Exception, match="invalid uploadType"):
         obstore.put(GCSStore(bucket, retry_config={"max_retries": 0}), "k", b"v")
+
+
+@pytest.mark.parametrize(
+    ("content", "marker"),
+    [(None, "Unable to open service account file"), ("{not json", "Unable to decode")],
+    ids=["missing-file", "not-a-service-account"],
+)
+def test_refused_gcs_credentials_are_one_line_naming_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, marker: str
+) -> None:
+    """The library refuses a bad service account before any request: no endpoint needed."""
+    path = tmp_path / "sa.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT_PATH", str(path))
+    with pytest.raises(ValueError) as refused:
+        open_cloud_store("gs://amp-data/prefix")
+    message = str(refused.value)
+    assert message.startswith("'gs://amp-data/prefix': ") and marker in message, message
+    assert "\n" not in message and "Debug source" not in message, message

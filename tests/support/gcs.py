@@ -7,7 +7,9 @@ it answers object_store's two write requests, `PUT /bucket/object` and the multi
 (`POST ?uploads`, `PUT ?partNumber&uploadId`, `POST ?uploadId`), with
 `400 invalid uploadType`. The adapter turns exactly those into a JSON media upload (a
 multipart upload's parts are kept in memory and uploaded as one object when it completes,
-as GCS makes them visible then); every other request reaches the emulator unchanged.
+as GCS makes them visible then). The emulator also answers a request for a bucket that does
+not exist with `500 no bucket named ...`, where GCS answers `404 NoSuchBucket`; the adapter
+answers such a request as GCS does. Every other request reaches the emulator unchanged.
 """
 
 from __future__ import annotations
@@ -120,6 +122,14 @@ def _wait_until_it_answers(proc: subprocess.Popen, url: str, timeout: float, log
 # `Bearer ` that object_store sends without OAuth (the emulator checks no credentials).
 _NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
                   "date", "server", "authorization"}  # fmt: skip
+
+
+# fake-gcs-server's answer to a request naming a missing bucket, and GCS's (XML API).
+_NO_BUCKET = re.compile(rb"no bucket named")
+_NO_SUCH_BUCKET = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchBucket</Code>"
+    b"<Message>The specified bucket does not exist.</Message></Error>"
+)
 
 
 class _XmlUploadAdapter:
@@ -248,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = b"".join(response.iter_raw())
         finally:
             response.close()
+        if response.status_code == 500 and _NO_BUCKET.search(data):
+            return self._answer(404, {"Content-Type": "application/xml"}, _NO_SUCH_BUCKET)
         out = {k: v for k, v in response.headers.items() if k.lower() not in _NOT_FORWARDED}
         length = response.headers.get("Content-Length") if self.command == "HEAD" else None
         self._answer(response.status_code, out, data, length)

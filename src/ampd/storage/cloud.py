@@ -161,7 +161,9 @@ class CloudStore(ObjectStore):
 
 def open_cloud_store(url: str) -> CloudStore:
     """A store for `s3://bucket[/prefix]`, `gs://bucket[/prefix]` or `az://container[/prefix]`,
-    configured from the environment. Raises ValueError for a URL without a valid bucket name."""
+    configured from the environment. Raises ValueError for a URL without a valid bucket name
+    and for credentials the library refuses before any request (a service-account file that
+    is missing or not one, say)."""
     scheme, _, rest = url.partition("://")
     bucket, _, prefix = rest.rstrip("/").partition("/")
     if scheme not in SCHEMES or not BUCKET_NAME.match(bucket):
@@ -170,10 +172,13 @@ def open_cloud_store(url: str) -> CloudStore:
 
     kinds = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}
     options: dict[str, Any] = {"prefix": prefix or None, **_request_policy(scheme, os.environ)}
-    if scheme == "az":
-        store = AzureStore(container_name=bucket, **options)
-    else:
-        store = kinds[scheme](bucket, **options)
+    try:
+        if scheme == "az":
+            store = AzureStore(container_name=bucket, **options)
+        else:
+            store = kinds[scheme](bucket, **options)
+    except BaseError as exc:
+        raise ValueError(f"{url!r}: {describe_error(exc)}") from None
     return CloudStore(url, store)
 
 
@@ -260,8 +265,9 @@ class _Reader(_ReadOnlyFile):
 
 
 def describe_error(exc: BaseException) -> str:
-    """The useful line of an object_store error (they carry the whole request chain)."""
-    text = " ".join(str(exc).split())
+    """The useful line of an object_store error (they carry the whole request chain, then
+    a "Debug source:" dump of the same)."""
+    text = " ".join(str(exc).split("Debug source:", 1)[0].split())
     # S3 and GCS (XML API) name a missing bucket NoSuchBucket; Azure answers a wrong key
     # with AuthenticationFailed, Azurite with AuthorizationFailure.
     for marker in ("NoSuchBucket", "ContainerNotFound", "AccessDenied", "InvalidAccessKeyId",
