@@ -24,8 +24,9 @@ import pyarrow.flight as flight
 
 from ampd.config import split_addr
 from ampd.logs import get_logger
+from ampd.sql.batches import BatchStream
 from ampd.sql.catalog import Catalog, CatalogSnapshot, CommittedFile
-from ampd.sql.engine import BatchStream, Limits, QueryError, parse_query, plan
+from ampd.sql.engine import Limits, QueryError, parse_query, plan
 
 log = get_logger("server")
 
@@ -179,7 +180,7 @@ class _Server(flight.FlightServerBase):
 
     def _batches(self, batches: BatchStream) -> Iterator[pa.RecordBatch]:
         try:
-            yield from batches.iterate_from_thread(self._loop)
+            yield from batches.iterate_from_thread(self._loop, coalesce=True)
         except QueryError as exc:
             raise _flight_error(exc) from None
 

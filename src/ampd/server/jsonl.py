@@ -19,8 +19,9 @@ from starlette.routing import Route
 
 from ampd.logs import get_logger
 from ampd.server.encoding import encode_batch
+from ampd.sql.batches import BatchStream
 from ampd.sql.catalog import Catalog
-from ampd.sql.engine import BatchStream, Limits, QueryError, parse_query, plan
+from ampd.sql.engine import Limits, QueryError, parse_query, plan
 
 log = get_logger("server")
 
@@ -80,7 +81,7 @@ def create_app(catalog: Catalog, limits: Limits) -> Starlette:
             snapshot = await catalog.snapshot()
             frame = await asyncio.to_thread(plan, parsed.sql, snapshot, limits)
             stream = await BatchStream.open(frame, limits, snapshot)
-            first = await stream.next()
+            first = await stream.next_coalesced()
         except QueryError as exc:
             return _error(exc)
         encoding = _pick_encoding(request.headers.get("accept-encoding", ""))
@@ -104,7 +105,7 @@ async def _body(first, stream: BatchStream, encoding: str | None) -> AsyncIterat
                 data = compressor.compress(data)
             if data:
                 yield data
-            batch = await stream.next()
+            batch = await stream.next_coalesced()
     except QueryError as exc:
         # The status line is gone already: end the body with the error as a last line.
         log.warning("query failed while streaming: %s", exc)

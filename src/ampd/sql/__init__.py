@@ -1,5 +1,5 @@
 """The SQL library every service that runs SQL uses: the catalog of committed files
-(catalog.py, footer_cache.py), planning with limits and batch streams (engine.py), dataset
+(catalog.py, footer_cache.py), planning with limits (engine.py), the result's batches (batches.py), dataset
 references (references.py), Amp's plan rules (rules.py) and Amp's built-in EVM functions
 (functions/, docs/feat/sql-functions.md).
 

@@ -3,19 +3,15 @@
 Each query gets its own DataFusion session whose only catalog is the dataset snapshot
 (`catalog.py`): no default tables, no URL tables, no file-reading table functions, and DDL,
 DML and statements (SET, COPY, CREATE, INSERT, DROP ...) refused by the planner. Results
-stream batch by batch from a worker thread, so the event loop stays free and the whole
+stream from DataFusion's threads (batches.py), so the event loop stays free and the whole
 result is never held in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 from datafusion.catalog import Catalog, Schema, Table
 
@@ -306,7 +302,7 @@ def _missing_dataset(schema: str, snapshot: CatalogSnapshot) -> QueryError | Non
     return QueryError(404, "DATASET_NOT_FOUND", f"dataset {reference.dataset!r} not found")
 
 
-def _timed_out(limits: Limits) -> QueryError:
+def timed_out(limits: Limits) -> QueryError:
     return QueryError(
         500,
         "QUERY_TIMEOUT",
@@ -316,92 +312,3 @@ def _timed_out(limits: Limits) -> QueryError:
 
 def _clean(message: str) -> str:
     return " ".join(message.split())[:2000]
-
-
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """`batch` with the schema the plan declared. DataFusion's batches can differ from it in
-    nullability only (a list literal's column: nullable in the plan, not null in the batch),
-    which Flight refuses as a schema mismatch."""
-    if batch.schema.equals(schema):
-        return batch
-    try:
-        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a nested field's nullability differs
-        return batch.cast(schema)
-
-
-class BatchStream:
-    """The record batches of a planned query, pulled asynchronously.
-
-    DataFusion runs the plan on its own threads; awaiting the next batch never blocks the
-    event loop. A batch that does not arrive within the query's time limit (counted from the
-    start) ends the stream with QueryError(QUERY_TIMEOUT) and drops DataFusion's stream,
-    which stops the execution. Use `open()` to create one.
-    """
-
-    def __init__(
-        self, stream, schema: pa.Schema, limits: Limits, snapshot: CatalogSnapshot
-    ) -> None:  # noqa: ANN001
-        self._stream = stream
-        self.schema = schema
-        self._limits = limits
-        self._snapshot = snapshot
-        self._started = time.monotonic()
-
-    @classmethod
-    async def open(cls, dataframe, limits: Limits, snapshot: CatalogSnapshot) -> BatchStream:  # noqa: ANN001
-        """Start executing `dataframe` (physical planning runs off the event loop, within the
-        query's time limit: a scan can start reading during it)."""
-        started = time.monotonic()
-        try:
-            stream = await asyncio.wait_for(
-                asyncio.to_thread(dataframe.execute_stream), limits.timeout_secs or None
-            )
-        except TimeoutError:
-            raise _timed_out(limits) from None
-        except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
-            raise classify(exc, snapshot) from None
-        self = cls(stream, dataframe.schema(), limits, snapshot)
-        self._started = started
-        return self
-
-    def cancel(self) -> None:
-        """Stop the query: dropping DataFusion's stream cancels its execution."""
-        self._stream = None
-
-    async def next(self) -> pa.RecordBatch | None:
-        """The next batch, or None at the end. Raises QueryError."""
-        if self._stream is None:
-            return None
-        remaining = None
-        if self._limits.timeout_secs:
-            remaining = max(self._limits.timeout_secs - (time.monotonic() - self._started), 0.0)
-        try:
-            batch = await asyncio.wait_for(self._stream.__anext__(), remaining)
-        except StopAsyncIteration:
-            self.cancel()
-            return None
-        except TimeoutError:
-            self.cancel()
-            raise _timed_out(self._limits) from None
-        except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
-            self.cancel()
-            raise classify(exc, self._snapshot) from None
-        return conform(batch.to_pyarrow(), self.schema)
-
-    async def __aiter__(self) -> AsyncIterator[pa.RecordBatch]:
-        try:
-            while (batch := await self.next()) is not None:
-                yield batch
-        finally:
-            self.cancel()
-
-    def iterate_from_thread(self, loop: asyncio.AbstractEventLoop) -> Iterator[pa.RecordBatch]:
-        """The batches for a caller on another thread (the Flight server), driven on `loop`."""
-        try:
-            while (
-                batch := asyncio.run_coroutine_threadsafe(self.next(), loop).result()
-            ) is not None:
-                yield batch
-        finally:
-            loop.call_soon_threadsafe(self.cancel)
