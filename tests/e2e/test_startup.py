@@ -34,9 +34,10 @@ SOLO_ENV = {
     "AMP_CONFIG_JSONL_ADDR": "127.0.0.1:0",
     "AMP_CONFIG_FLIGHT_ADDR": "127.0.0.1:0",
 }
-# Python itself takes ~10 ms to reach ampd's first line; no program can catch a signal
-# before that, so the earliest moment waits (this long at most) for the handler.
-HANDLER_WAIT_SECS = 0.25
+# Python itself takes ~10 ms to reach ampd's first line (much longer on a busy machine); no
+# program can catch a signal before that, so the earliest moment waits for the handler,
+# this long at most: the bound only keeps a start that never installs it from hanging.
+HANDLER_WAIT_SECS = 10.0
 
 
 def write_config(folder: Path, url: str) -> Path:
@@ -64,17 +65,24 @@ def argv(command: str, config: Path | None, amp_dir: Path | None = None) -> list
     return [AMPD, "--config", str(config), command, *extra]
 
 
-def catches(pid: int, sig: signal.Signals) -> bool:
-    """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
+def handles_signals(pid: int) -> bool:
+    """Whether `ampd` runs in the process and has taken SIGINT and SIGTERM.
+
+    Python catches SIGINT itself from its start (KeyboardInterrupt), and between fork and
+    exec the process is a copy of this one, with its handlers: so the test is for `ampd`
+    on the command line and a handler for SIGTERM, which ampd takes after SIGINT
+    (runtime/process_signals.py). SigCgt in /proc/PID/status is the caught-signal mask."""
+    if AMPD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+        return False
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
     return False
 
 
 def signal_at(proc: Proc, spawned: float, moment: float, sig: signal.Signals) -> None:
     time.sleep(max(0.0, spawned + moment - time.monotonic()))
-    while not catches(proc.pid, sig) and time.monotonic() < spawned + HANDLER_WAIT_SECS:
+    while not handles_signals(proc.pid) and time.monotonic() < spawned + HANDLER_WAIT_SECS:
         time.sleep(0.002)
     proc.signal(sig)
 
