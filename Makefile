@@ -11,6 +11,10 @@ ANVIL := $(TOOLS)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 AZURITE_VERSION := 3.35.0
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 PYTEST_ARGS ?=
+# Test processes for `make test`: most tests wait on the processes they start (PostgreSQL,
+# anvil, ampd), so three keep two cores busy. A module's tests stay in one process
+# (--dist loadfile): its fixtures (a chain, a cluster) are built once.
+TEST_PROCESSES ?= 3
 SOAK_ARGS ?=
 
 .PHONY: setup test test-unit test-integration test-e2e demo bench soak lint clean
@@ -38,7 +42,7 @@ $(AZURITE): | $(ANVIL)
 	@test -x $(AZURITE)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS) tests
 
 test-unit: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
