@@ -3,6 +3,8 @@ requested yet, never a block already requested, declined when too little is left
 
 from __future__ import annotations
 
+import pytest
+
 from ampd.extract.engine import RangeBounds
 
 
@@ -59,3 +61,15 @@ def test_split_never_goes_below_the_first_unrequested_block() -> None:
 def test_no_split_before_the_extraction_starts() -> None:
     bounds = RangeBounds(999)
     assert bounds.split(1) is None and bounds.end == 999
+
+
+def test_a_split_into_parts_keeps_one_part() -> None:
+    writers = [Writer()]
+    bounds = started(999, 100, writers)  # 100..999: 900 blocks
+    assert bounds.split(100, parts=3) == 400  # 300 kept, 600 given away
+    assert bounds.end == 399 and writers[0].end_block == 399
+    two = started(1, 0)  # 2 blocks can make 2 parts, not 3
+    assert two.split(1, parts=3) is None and two.end == 1
+    assert two.split(1, parts=2) == 1
+    with pytest.raises(ValueError, match="at least 2 parts"):
+        started(99, 0).split(1, parts=1)

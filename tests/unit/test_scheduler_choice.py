@@ -46,7 +46,11 @@ def seg(id_: int, epoch: int = 1, pattern: str | None = None, node: str = "owner
 
 
 def pairs(chosen: list) -> list[tuple[str, int]]:
-    return [(node, s["id"]) for node, s in chosen]
+    return [(node, s["id"]) for node, s, _ in chosen]
+
+
+def parts(chosen: list) -> list[tuple[str, int, int]]:
+    return [(node, s["id"], n) for node, s, n in chosen]
 
 
 def test_each_idle_worker_gets_its_own_segment_largest_remainder_first() -> None:
@@ -77,3 +81,23 @@ def test_only_segments_of_jobs_that_admit_the_idle_worker() -> None:
     running = [seg(7, pattern="gpu*"), seg(3, pattern="cpu-1")]
     assert pairs(choose_splits(["cpu-1"], [], running, set())) == [("cpu-1", 3)]
     assert choose_splits(["tpu-1"], [], running, set()) == []
+
+
+def test_idle_workers_beyond_the_segments_widen_the_first_split() -> None:
+    # Two joiners, one running segment: split into thirds (the joiner's part is split
+    # again for the other at the next pass), not a half for one and nothing for the other.
+    assert parts(choose_splits(["a", "b"], [], [seg(7)], set())) == [("a", 7, 3)]
+    assert parts(choose_splits(["a", "b", "c"], [], [seg(7)], set())) == [("a", 7, 4)]
+    # One idle worker per segment: halves, as before.
+    assert parts(choose_splits(["a", "b"], [], [seg(7), seg(3)], set())) == [
+        ("a", 7, 2),
+        ("b", 3, 2),
+    ]
+    # A left-over worker counts only toward a segment whose job admits it.
+    running = [seg(7, pattern="cpu*"), seg(3, pattern="cpu*")]
+    assert parts(choose_splits(["cpu-1", "cpu-2", "cpu-3", "gpu-1"], [], running, set())) == [
+        ("cpu-1", 7, 3),
+        ("cpu-2", 3, 2),
+    ]
+    # Nothing to split: nobody is counted.
+    assert choose_splits(["a", "b"], [], [seg(7)], {(7, 1)}) == []

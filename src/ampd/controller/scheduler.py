@@ -45,9 +45,9 @@ LEADER_LOCK_KEY = int.from_bytes(
 SPLIT_ASK_SECS = 2.0
 
 
-def _action(node_id: str, segment_id: int, epoch: int, action: str) -> str:
+def _action(node_id: str, segment_id: int, epoch: int, action: str, **fields: Any) -> str:
     return json.dumps(
-        {"node_id": node_id, "segment_id": segment_id, "epoch": epoch, "action": action}
+        {"node_id": node_id, "segment_id": segment_id, "epoch": epoch, "action": action, **fields}
     )
 
 
@@ -65,15 +65,22 @@ def choose_splits(
     waiting_patterns: Sequence[str | None],
     running: Sequence[Mapping[str, Any]],
     recently_asked: set[tuple[int, int]],
-) -> list[tuple[str, Mapping[str, Any]]]:
-    """Which running segment to split for which idle worker: (idle node, segment) pairs.
+) -> list[tuple[str, Mapping[str, Any], int]]:
+    """Which running segment to split for which idle worker, and into how many parts:
+    (idle node, segment, parts) triples.
 
     An idle worker that some waiting segment could go to gets nothing (assignment serves it).
     Each of the others gets the first segment of `running` (largest remainder first) whose
-    job admits it, that no other idle worker got and that was not asked recently.
+    job admits it, that no other idle worker got and that was not asked recently. Idle
+    workers left over (more of them than segments) count toward the first chosen segment
+    that admits them: a segment split for k workers keeps 1/(k+1) of its remainder and hands
+    k/(k+1) to the first of them, whose part the next pass splits for the others. So two
+    workers joining a one-segment job end with a third of the remainder each, not with a
+    half and two quarters.
     """
-    chosen: list[tuple[str, Mapping[str, Any]]] = []
+    chosen: list[list[Any]] = []
     taken = set(recently_asked)
+    left: list[str] = []
     for node in idle:
         if any(matches(pattern, node) for pattern in waiting_patterns):
             continue
@@ -81,9 +88,16 @@ def choose_splits(
             key = (seg["id"], seg["epoch"])
             if key not in taken and matches(seg["worker_pattern"], node):
                 taken.add(key)
-                chosen.append((node, seg))
+                chosen.append([node, seg, 2])
                 break
-    return chosen
+        else:
+            left.append(node)
+    for node in left:
+        for entry in chosen:
+            if matches(entry[1]["worker_pattern"], node):
+                entry[2] += 1
+                break
+    return [(node, seg, parts) for node, seg, parts in chosen]
 
 
 class Scheduler:
@@ -197,14 +211,18 @@ class Scheduler:
             chosen = choose_splits(
                 idle, [w["worker_pattern"] for w in waiting], running, set(self._split_asked)
             )
-            for node_id, seg in chosen:
+            for node_id, seg, parts in chosen:
                 self._split_asked[(seg["id"], seg["epoch"])] = now
-                notices.append(_action(seg["node_id"], seg["id"], seg["epoch"], "split"))
+                notices.append(
+                    _action(seg["node_id"], seg["id"], seg["epoch"], "split", parts=parts)
+                )
                 log.info(
-                    "asking %s to split segment %d (%d blocks left) for idle worker %s",
+                    "asking %s to split segment %d (%d blocks left) into %d parts for idle "
+                    "worker %s",
                     seg["node_id"],
                     seg["id"],
                     seg["remaining"],
+                    parts,
                     node_id,
                 )
             for notice in notices:

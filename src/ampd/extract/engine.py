@@ -121,18 +121,20 @@ class RangeBounds:
         self.first_unrequested = first
         self._writers = list(writers)
 
-    def split(self, min_blocks: int) -> int | None:
-        """Give away the second half of the blocks not requested yet: the range now ends
-        before the returned block, which the extraction will never request. None (nothing
-        changes) before the extraction starts or when fewer than `min_blocks` (and at
-        least 2) blocks are left to request."""
+    def split(self, min_blocks: int, parts: int = 2) -> int | None:
+        """Keep the first 1/`parts` of the blocks not requested yet and give the rest away:
+        the range now ends before the returned block, which the extraction will never
+        request. None (nothing changes) before the extraction starts or when fewer than
+        `min_blocks` (and at least `parts`) blocks are left to request."""
+        if parts < 2:
+            raise ValueError(f"a split needs at least 2 parts, not {parts}")
         first = self.first_unrequested
         if first is None:
             return None
         remaining = self.end - first + 1
-        if remaining < max(min_blocks, 2):
+        if remaining < max(min_blocks, parts):
             return None
-        split_at = first + remaining // 2
+        split_at = first + remaining // parts
         self.end = split_at - 1
         for writer in self._writers:
             writer.end_block = self.end  # the open files close at the new end

@@ -245,9 +245,10 @@ class SegmentRun:
             bounds=self._bounds,
         )
 
-    def request_split(self, min_blocks: int) -> None:
-        """Split off the second half of what the bounded extraction has not requested yet
-        (if at least `min_blocks`) into a new segment, recorded in the background. Ignored
+    def request_split(self, min_blocks: int, parts: int = 2) -> None:
+        """Split off all but the first 1/`parts` of what the bounded extraction has not
+        requested yet (if at least `min_blocks`) into a new segment, recorded in the
+        background. Ignored
         before the extraction starts, once stopping, while a split is being recorded, and
         after one whose record may not have landed."""
         bounds, fence, seg = self._bounds, self._fence, self.segment
@@ -260,7 +261,7 @@ class SegmentRun:
         ):
             return
         old_end = bounds.end
-        first = bounds.split(min_blocks)
+        first = bounds.split(min_blocks, parts)
         if first is None:
             log.debug("segment %d: too little left to split", seg.id)
             return

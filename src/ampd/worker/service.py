@@ -231,8 +231,12 @@ class Worker:
         log.debug("notified: %s", action)
         if action.get("action") == "split":
             run = self.runs.get(action.get("segment_id"))
+            parts = action.get("parts", 2)
+            if not isinstance(parts, int) or isinstance(parts, bool) or parts < 2:
+                log.warning("ignored a split notice with parts=%r (expected an int >= 2)", parts)
+                return
             if run is not None and run.segment.epoch == action.get("epoch"):
-                run.request_split(self.config.split_min_blocks)
+                run.request_split(self.config.split_min_blocks, parts)
             return
         if action.get("action") == "stop":
             run = self.runs.get(action.get("segment_id"))
