@@ -41,8 +41,14 @@ def test_the_pin_restricts_the_candidates() -> None:
     assert pick_worker({"cpu-1": 4, "gpu-1": 0}, "gpu*") is None
 
 
-def seg(id_: int, epoch: int = 1, pattern: str | None = None, node: str = "owner") -> dict:
-    return {"id": id_, "epoch": epoch, "worker_pattern": pattern, "node_id": node}
+def seg(
+    id_: int,
+    epoch: int = 1,
+    pattern: str | None = None,
+    node: str = "owner",
+    status: str = "RUNNING",
+) -> dict:
+    return {"id": id_, "epoch": epoch, "worker_pattern": pattern, "node_id": node, "status": status}
 
 
 def pairs(chosen: list) -> list[tuple[str, int]]:
@@ -101,3 +107,13 @@ def test_idle_workers_beyond_the_segments_widen_the_first_split() -> None:
     ]
     # Nothing to split: nobody is counted.
     assert choose_splits(["a", "b"], [], [seg(7)], {(7, 1)}) == []
+
+
+def test_an_idle_worker_waits_for_a_larger_segment_that_has_not_started() -> None:
+    # The first split's new part (9, the larger) is assigned but not running yet: the other
+    # joiner waits for it rather than halve the owner's smaller part (7).
+    running = [seg(9, status="ASSIGNED", node="a"), seg(7)]
+    assert choose_splits(["b"], [], running, set()) == []
+    assert parts(choose_splits(["b", "c"], [], running, set())) == [("c", 7, 2)]
+    running[0]["status"] = "RUNNING"
+    assert parts(choose_splits(["b"], [], running, set())) == [("b", 9, 2)]

@@ -71,7 +71,9 @@ def choose_splits(
 
     An idle worker that some waiting segment could go to gets nothing (assignment serves it).
     Each of the others gets the first segment of `running` (largest remainder first) whose
-    job admits it, that no other idle worker got and that was not asked recently. Idle
+    job admits it, that no other idle worker got and that was not asked recently; when that
+    segment is still ASSIGNED (its run has not started, so it cannot split yet) the worker
+    waits for it instead of splitting a smaller remainder. Idle
     workers left over (more of them than segments) count toward the first chosen segment
     that admits them: a segment split for k workers keeps 1/(k+1) of its remainder and hands
     k/(k+1) to the first of them, whose part the next pass splits for the others. So two
@@ -88,7 +90,8 @@ def choose_splits(
             key = (seg["id"], seg["epoch"])
             if key not in taken and matches(seg["worker_pattern"], node):
                 taken.add(key)
-                chosen.append([node, seg, 2])
+                if seg.get("status", "RUNNING") == "RUNNING":
+                    chosen.append([node, seg, 2])
                 break
         else:
             left.append(node)
