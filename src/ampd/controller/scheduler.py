@@ -73,12 +73,12 @@ def choose_splits(
     Each of the others gets the first segment of `running` (largest remainder first) whose
     job admits it, that no other idle worker got and that was not asked recently; when that
     segment is still ASSIGNED (its run has not started, so it cannot split yet) the worker
-    waits for it instead of splitting a smaller remainder. Idle
-    workers left over (more of them than segments) count toward the first chosen segment
-    that admits them: a segment split for k workers keeps 1/(k+1) of its remainder and hands
-    k/(k+1) to the first of them, whose part the next pass splits for the others. So two
-    workers joining a one-segment job end with a third of the remainder each, not with a
-    half and two quarters.
+    waits for it instead of splitting a smaller remainder. Idle workers left over (more of
+    them than segments) count toward the first chosen segment that admits them: a segment
+    split for k workers keeps 1/(k+1) of its remainder and hands k/(k+1) to the first of
+    them, whose part the next pass splits for the others. So two workers joining a
+    one-segment job end with a third of the remainder each, not with a half and two
+    quarters.
     """
     chosen: list[list[Any]] = []
     taken = set(recently_asked)
@@ -90,7 +90,7 @@ def choose_splits(
             key = (seg["id"], seg["epoch"])
             if key not in taken and matches(seg["worker_pattern"], node):
                 taken.add(key)
-                if seg.get("status", "RUNNING") == "RUNNING":
+                if seg["status"] == "RUNNING":
                     chosen.append([node, seg, 2])
                 break
         else:
