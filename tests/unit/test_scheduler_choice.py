@@ -47,8 +47,16 @@ def seg(
     pattern: str | None = None,
     node: str = "owner",
     status: str = "RUNNING",
+    end: int = 10_000,
 ) -> dict:
-    return {"id": id_, "epoch": epoch, "worker_pattern": pattern, "node_id": node, "status": status}
+    return {
+        "id": id_,
+        "epoch": epoch,
+        "worker_pattern": pattern,
+        "node_id": node,
+        "status": status,
+        "end_block": end,
+    }
 
 
 def pairs(chosen: list) -> list[tuple[str, int]]:
@@ -71,10 +79,18 @@ def test_each_idle_worker_gets_its_own_segment_largest_remainder_first() -> None
 
 def test_a_segment_asked_recently_is_not_asked_again() -> None:
     running = [seg(7, epoch=2), seg(3)]
-    assert pairs(choose_splits(["a"], [], running, {(7, 2)})) == [("a", 3)]
+    assert pairs(choose_splits(["a"], [], running, {(7, 2, 10_000)})) == [("a", 3)]
     # A new epoch is a new run: it may be asked at once.
-    assert pairs(choose_splits(["a"], [], running, {(7, 1)})) == [("a", 7)]
-    assert choose_splits(["a"], [], running, {(7, 2), (3, 1)}) == []
+    assert pairs(choose_splits(["a"], [], running, {(7, 1, 10_000)})) == [("a", 7)]
+    assert choose_splits(["a"], [], running, {(7, 2, 10_000), (3, 1, 10_000)}) == []
+
+
+def test_a_segment_whose_split_landed_may_be_asked_again_at_once() -> None:
+    # Asked with its end at 10,000; the split moved the end to 6,000: a later joiner may
+    # have part of what is left without waiting for the ask to expire.
+    asked = {(7, 1, 10_000)}
+    assert pairs(choose_splits(["b"], [], [seg(7, end=6_000)], asked)) == [("b", 7)]
+    assert choose_splits(["b"], [], [seg(7, end=10_000)], asked) == []
 
 
 def test_a_worker_that_could_take_a_waiting_segment_asks_for_no_split() -> None:
@@ -106,7 +122,7 @@ def test_idle_workers_beyond_the_segments_widen_the_first_split() -> None:
         ("cpu-2", 3, 2),
     ]
     # Nothing to split: nobody is counted.
-    assert choose_splits(["a", "b"], [], [seg(7)], {(7, 1)}) == []
+    assert choose_splits(["a", "b"], [], [seg(7)], {(7, 1, 10_000)}) == []
 
 
 def test_an_idle_worker_waits_for_a_larger_segment_that_has_not_started() -> None:

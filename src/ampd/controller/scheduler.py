@@ -60,18 +60,26 @@ def pick_worker(spare: Mapping[str, int], pattern: str | None) -> str | None:
     return min(candidates, key=lambda n: (-spare[n], n))
 
 
+def split_key(seg: Mapping[str, Any]) -> tuple[int, int, int]:
+    """What a split request was about: a segment's run (id, epoch) and its end. A split that
+    landed moves the end, so the segment may be asked again at once; a request the owner
+    declined (too little left) or has not answered yet keeps the key."""
+    return (seg["id"], seg["epoch"], seg["end_block"])
+
+
 def choose_splits(
     idle: Sequence[str],
     waiting_patterns: Sequence[str | None],
     running: Sequence[Mapping[str, Any]],
-    recently_asked: set[tuple[int, int]],
+    recently_asked: set[tuple[int, int, int]],
 ) -> list[tuple[str, Mapping[str, Any], int]]:
     """Which running segment to split for which idle worker, and into how many parts:
     (idle node, segment, parts) triples.
 
     An idle worker that some waiting segment could go to gets nothing (assignment serves it).
     Each of the others gets the first segment of `running` (largest remainder first) whose
-    job admits it, that no other idle worker got and that was not asked recently; when that
+    job admits it, that no other idle worker got and that was not asked recently (by
+    `split_key`); when that
     segment is still ASSIGNED (its run has not started, so it cannot split yet) the worker
     waits for it instead of splitting a smaller remainder. Idle workers left over (more of
     them than segments) count toward the first chosen segment that admits them: a segment
@@ -87,7 +95,7 @@ def choose_splits(
         if any(matches(pattern, node) for pattern in waiting_patterns):
             continue
         for seg in running:
-            key = (seg["id"], seg["epoch"])
+            key = split_key(seg)
             if key not in taken and matches(seg["worker_pattern"], node):
                 taken.add(key)
                 if seg["status"] == "RUNNING":
@@ -118,7 +126,7 @@ class Scheduler:
         self.max_retries = max_retries
         self.split_min_blocks = split_min_blocks
         self.interval_secs = interval_secs
-        self._split_asked: dict[tuple[int, int], float] = {}  # (segment, epoch) -> when
+        self._split_asked: dict[tuple[int, int, int], float] = {}  # split_key -> when
 
     async def run_pass(self) -> None:
         await self.reap_dead_workers()
@@ -215,7 +223,7 @@ class Scheduler:
                 idle, [w["worker_pattern"] for w in waiting], running, set(self._split_asked)
             )
             for node_id, seg, parts in chosen:
-                self._split_asked[(seg["id"], seg["epoch"])] = now
+                self._split_asked[split_key(seg)] = now
                 notices.append(
                     _action(seg["node_id"], seg["id"], seg["epoch"], "split", parts=parts)
                 )

@@ -169,7 +169,7 @@ FOR UPDATE OF s SKIP LOCKED;
 -- `min_blocks`, largest first: what an idle worker may be given part of. Assigned ones
 -- too, which cannot be split until they run: an idle worker waits for those rather than
 -- split a smaller remainder.
-SELECT s.id, s.job_id, s.node_id, s.epoch, s.status, j.worker_pattern,
+SELECT s.id, s.job_id, s.node_id, s.epoch, s.status, s.end_block, j.worker_pattern,
        s.end_block - COALESCE(s.checkpoint_block, s.start_block - 1) AS remaining
 FROM segments s JOIN jobs j ON j.id = s.job_id
 WHERE s.status IN ('ASSIGNED', 'RUNNING') AND s.end_block IS NOT NULL
