@@ -418,9 +418,11 @@ def test_worker_list_and_inspect(solo: Solo) -> None:
     assert embedded["status"] == "active"
     table = ctl.ok("worker", "ls")
     assert "worker" in table and "active" in table
+    assert f"{embedded['active_segments']} / {embedded['capacity']}" in table
 
     info = ctl.json("worker", "inspect", "worker")
     assert info["node_id"] == "worker" and info["info"]["version"]
+    assert info["capacity"] == embedded["capacity"] >= 1
     shown = ctl.ok("worker", "get", "worker")
     assert info["info"]["version"] in shown and "Last heartbeat" in shown
 

@@ -290,6 +290,20 @@ def test_timestamp_and_age() -> None:
     assert out.age(None, now) == ""
 
 
+def test_worker_list_shows_load_against_capacity() -> None:
+    shown = plain(
+        views.worker_list(
+            {
+                "workers": [
+                    {"node_id": "w1", "status": "active", "active_segments": 2, "capacity": 4}
+                ]
+            }
+        )
+    )
+    assert "SEGMENTS / CAPACITY" in shown and "2 / 4" in shown
+    assert "Capacity" in plain(views.worker_detail({"node_id": "w1", "capacity": 4, "info": {}}))
+
+
 def test_empty_lists_say_so() -> None:
     assert "No jobs match" in plain(views.job_list({"jobs": []}))
     assert "No workers" in plain(views.worker_list({"workers": []}))

@@ -218,22 +218,28 @@ def worker_list(data: Mapping[str, Any]) -> RenderableType:
         (
             w.get("node_id"),
             status_text(w.get("status")),
-            w.get("active_segments"),
+            _load(w.get("active_segments"), w.get("capacity")),
             f"{timestamp(w.get('heartbeat_at')) or NONE}  {age(w.get('heartbeat_at'))}".rstrip(),
         )
         for w in data.get("workers", [])
     ]
     return table(
-        ("NODE ID", "STATUS", "ACTIVE SEGMENTS", "LAST HEARTBEAT"),
+        ("NODE ID", "STATUS", "SEGMENTS / CAPACITY", "LAST HEARTBEAT"),
         rows,
         empty="No workers registered.",
     )
+
+
+def _load(active: Any, capacity: Any) -> str:
+    """Segments a worker runs of how many it runs at once: `2 / 4`."""
+    return f"{NONE if active is None else active} / {NONE if capacity is None else capacity}"
 
 
 def worker_detail(data: Mapping[str, Any]) -> RenderableType:
     info = data.get("info") or {}
     rows: list[tuple[str, Any]] = [
         ("Node ID", data.get("node_id")),
+        ("Capacity", data.get("capacity")),
         ("Version", info.get("version")),
         ("Commit", info.get("commit_sha")),
         ("Commit time", timestamp(info.get("commit_timestamp"))),

@@ -41,6 +41,7 @@ async def get_worker(request: Request, node_id: str) -> dict[str, Any]:
         raise ApiError(404, "WORKER_NOT_FOUND", f"worker {node_id} not found")
     return {
         "node_id": row["node_id"],
+        "capacity": row["capacity"],
         "info": row["info"],
         "created_at": rfc3339(row["created_at"]),
         "registered_at": rfc3339(row["registered_at"]),
