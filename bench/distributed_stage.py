@@ -14,8 +14,11 @@ each node, repetitions interleaved:
 - *two join*: the one-segment job on one worker, two more started once a quarter of the
   range is committed (they get work when the controller splits the running segment).
 Last, on the local node, from the deploy request of a 1,000-block job to its first committed
-file. A job's status and files are read from its metadata database (every 50 ms, 20 ms for
-the first-file job), so that the polling costs the controller nothing.
+file; and, given a large range, the floor, `ampd dump` and one worker on it (the local node
+only: behind the proxy it would take an hour). A job's status, files and workers' heartbeats are read from its metadata database
+(every 50 ms, 20 ms for the first-file job), so that the polling costs the controller
+nothing; the largest gap between two heartbeats of a worker (they are due every second) is
+held against its target on the local one-worker job, the worker extracting flat out.
 
 CPU seconds are those of the tool's own processes: the floor's or the dump's process tree
 (bench/measure.py), the controller's and the workers' trees for a job (/proc/PID/stat
@@ -68,8 +71,10 @@ REMOTE_BATCH_BLOCKS, REMOTE_IN_FLIGHT = 10, 2
 WRITER = {"bytes": 4 * 2**20, "segment_flush_interval_secs": 600.0}
 
 Log = Callable[[str], None]
-# (tool, node URL, repetition, timeout) -> run.py's run_tool figures
-RunTool = Callable[[tools.Tool, str, int, float], dict]
+# (tool, node URL, blocks, repetition, timeout) -> run.py's run_tool figures
+RunTool = Callable[[tools.Tool, str, int, int, float], dict]
+# On the large range: the local node's floor, dump and one worker (the overhead targets).
+LARGE_RUNS = ("floor", "dump", "one_worker")
 
 
 class DistributedError(RuntimeError):
@@ -124,7 +129,7 @@ def _tool_run(stage: _Stage, node: str, kind: str, rep: int) -> dict:
     if tool.unavailable:
         return {"repeat": rep, "status": "not available", "error": tool.unavailable}
     proxy_cpu = stage.proxy.cpu_seconds()
-    run = stage.run_tool(tool, stage.urls[node], rep, stage.timeouts[node])
+    run = stage.run_tool(tool, stage.urls[node], stage.blocks, rep, stage.timeouts[node])
     run["proxy_cpu_seconds"] = round(stage.proxy.cpu_seconds() - proxy_cpu, 2)
     if run["status"] == "ok" and not run["rows_match"]:
         run.update(status="failed", error=f"rows {run['rows']}, expected {run['expected_rows']}")
@@ -162,6 +167,22 @@ def _committed_blocks(db: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _heartbeats(db: psycopg.Connection, beats: dict[str, list[float]]) -> None:
+    """Append each worker's heartbeat time when it changed since the last poll."""
+    for node_id, at in db.execute(
+        "SELECT node_id, extract(epoch FROM heartbeat_at)::float8 FROM workers"
+    ).fetchall():
+        seen = beats.setdefault(node_id, [])
+        if not seen or at != seen[-1]:
+            seen.append(at)
+
+
+def _largest_gap(beats: dict[str, list[float]]) -> float | None:
+    """The longest time between two heartbeats of one worker (None: too few beats)."""
+    gaps = [b - a for seen in beats.values() for a, b in zip(seen, seen[1:], strict=False)]
+    return round(max(gaps), 3) if gaps else None
+
+
 def _job_status(db: psycopg.Connection, job_id: int) -> str:
     row = db.execute("SELECT status FROM jobs WHERE id = %s", (job_id,)).fetchone()
     return row[0] if row else "missing"
@@ -179,6 +200,7 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
     segment_blocks = math.ceil(blocks / 6) if three else blocks
     poll = FIRST_FILE_POLL_SECONDS if kind == "first_file" else POLL_SECONDS
     marks: dict = {}
+    beats: dict[str, list[float]] = {}  # worker -> its heartbeat times seen while the job ran
     with _cluster(stage, node, f"{kind}-{node}-{rep}", segment_blocks) as cluster:
         cluster.start_controller()
         for i in range(1, 4 if three else 2):
@@ -188,6 +210,7 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
 
             def done(status: str) -> bool:
                 committed, now = _committed_blocks(db), time.monotonic() - started
+                _heartbeats(db, beats)
                 if status != "SCHEDULED" and "running_seconds" not in marks:
                     marks["running_seconds"] = round(now, 3)  # its first segment assigned
                 if committed and "first_file_seconds" not in marks:
@@ -241,6 +264,7 @@ def _job(stage: _Stage, node: str, kind: str, rep: int) -> dict:
         "files_per_table": sum(1 for f in files if f["table"] == "blocks"),
         "segments": len(segments),
         "blocks_by_worker": by_worker,
+        "largest_heartbeat_gap_seconds": _largest_gap(beats),
         **marks,
     }
     if run["status"] != "ok":
@@ -286,9 +310,11 @@ def run_stage(
     *, work: Path, node_url: str, first_block: int, last_block: int, expected_rows: dict,
     repeat: int, latency_ms: float, floor: tuple[int, int], provider: dict, manifest: dict,
     timeouts: dict[str, float], run_tool: RunTool, log: Log,
+    large: tuple[int, dict, float] | None = None,
 ) -> dict:  # fmt: skip
     """The whole distributed stage; its results section. `floor` is the floor's (batch size,
-    concurrency) and `provider` ampd's provider settings on the local node. Raises
+    concurrency) and `provider` ampd's provider settings on the local node; `large`, the
+    large range's (last block, expected rows, timeout) when there is one. Raises
     DistributedError when PostgreSQL or the latency proxy cannot be started."""
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
@@ -316,6 +342,7 @@ def run_stage(
     }
     runs: dict[tuple[str, str], list[dict]] = {(n, k): [] for n in NODES for k in RUNS}
     first_files: list[dict] = []
+    large_runs: dict[str, list[dict]] = {k: [] for k in LARGE_RUNS}
     pg = ManagedPostgres(work / "pg")
     manifest = {**manifest, "start_block": first_block}  # jobs cover the dump's range
     try:
@@ -341,6 +368,15 @@ def run_stage(
                 for rep in range(1, repeat + 1):
                     first_files.append(_one(stage, "local", "first_file", rep))
                     _logged(stage, "local", "first_file", rep, repeat, first_files[-1])
+                if large is not None:
+                    big = replace(
+                        stage, last_block=large[0], expected_rows=large[1],
+                        timeouts={**stage.timeouts, "local": large[2]},
+                    )  # fmt: skip
+                    for rep in range(1, repeat + 1):
+                        for kind in LARGE_RUNS:
+                            large_runs[kind].append(_one(big, "local", kind, rep))
+                            _logged(big, "local", kind, rep, repeat, large_runs[kind][-1])
             finally:
                 pg.stop(fast=True)
     except (ProxyError, ManagedPostgresError) as exc:
@@ -370,6 +406,22 @@ def run_stage(
             ("deploy_request_seconds", "running_seconds", "first_file_seconds", "wall_seconds"),
         ),
     }
+    if large is not None:
+        section["large"] = {
+            "range": [first_block, large[0]],
+            "blocks": large[0] - first_block + 1,
+            "expected_rows": large[1],
+            "runs": [
+                {
+                    "node": "local",
+                    "run": kind,
+                    "name": RUN_NAMES[kind],
+                    "runs": large_runs[kind],
+                    "median": _summary(large_runs[kind], keys),
+                }
+                for kind in LARGE_RUNS
+            ],
+        }
     section["measures"] = distributed_report.measures(section)
     return section
 

@@ -381,6 +381,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="blocks the distributed stage extracts (default: the smallest of --sizes)",
     )
     p.add_argument(
+        "--distributed-large-size",
+        type=int,
+        help="blocks on which the distributed stage also runs the floor, ampd dump and one "
+        "worker on the local node (default: the largest of --sizes when it is larger than "
+        "--distributed-size; 0 for none)",
+    )
+    p.add_argument(
         "--node-latency-ms",
         type=float,
         default=200.0,
@@ -445,6 +452,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--distributed-size must be at least 3 blocks (a segment per worker)")
     if args.distributed_size is None:
         args.distributed_size = min(args.sizes)
+    if args.distributed_large_size is None:
+        args.distributed_large_size = max(args.sizes)
+    if args.distributed_large_size <= args.distributed_size:
+        args.distributed_large_size = 0
     if args.node_latency_ms < 0:
         p.error("--node-latency-ms must be >= 0")
     return args
@@ -587,7 +598,7 @@ def run_distributed(
 ) -> dict:
     """The distributed stage on the first `--distributed-size` blocks; a failure is recorded,
     not raised."""
-    size = args.distributed_size
+    size, large = args.distributed_size, args.distributed_large_size
     manifest_path = WORK / "ampd" / "anvil.json"
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_source = tools.write_manifest(manifest_path)
@@ -610,8 +621,19 @@ def run_distributed(
             provider=provider,
             manifest=json.loads(manifest_path.read_text()),
             timeouts={"local": local_timeout, "remote": remote_timeout},
-            run_tool=lambda tool, url, rep, timeout: run_tool(tool, url, chain, size, rep, timeout),
+            run_tool=lambda tool, url, blocks, rep, timeout: run_tool(
+                tool, url, chain, blocks, rep, timeout
+            ),
             log=log,
+            large=(
+                (
+                    first + large - 1,
+                    {k: v * large // chain.blocks for k, v in chain.expected_rows().items()},
+                    args.timeout or 300 + 0.02 * large,
+                )
+                if large
+                else None
+            ),
         )
     except distributed_stage.DistributedError as exc:
         log(f"distributed stage failed: {str(exc).splitlines()[0]}")
@@ -651,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"distributed stage: floor, dump and jobs on {args.distributed_size:,} blocks, "
             f"local and behind a {args.node_latency_ms:g} ms latency proxy"
+            + (
+                f"; floor, dump and 1 worker on {args.distributed_large_size:,} blocks, local"
+                if args.distributed_large_size
+                else ""
+            )
         )
 
     floor_batch, floor_conc = args.floor_batch_size, args.floor_concurrency
@@ -662,7 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     # The store stage's COUNT(*) job reads blocks 0..COUNT_FILES-1, one file per block.
     needed += [args.store_size, store_stage.COUNT_FILES] if storing else []
     # Its first-file job reads FIRST_FILE_BLOCKS blocks.
-    needed += [args.distributed_size, distributed_stage.FIRST_FILE_BLOCKS] if distributing else []
+    needed += (
+        [args.distributed_size, args.distributed_large_size, distributed_stage.FIRST_FILE_BLOCKS]
+        if distributing
+        else []
+    )
     plan = ChainPlan(max(needed))
     chain_info: dict = {}
     runs: list[dict] = []
@@ -750,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
             "query_tables": args.query_tables if querying else [],
             "store_size": args.store_size if storing else None,
             "distributed_size": args.distributed_size if distributing else None,
+            "distributed_large_size": args.distributed_large_size if distributing else None,
             "node_latency_ms": args.node_latency_ms if distributing else None,
         },
         "runs": runs,
