@@ -50,7 +50,7 @@ def statement_query(sql: str) -> bytes:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -> Iterator[dict]:
     with Anvil() as anvil:
-        build_varied_chain(anvil)
+        info = build_varied_chain(anvil)
         head = fill_chain(anvil, 300, txs_per_block=2)
         url = create_database(pg_cluster)
         cluster = Cluster(
@@ -76,6 +76,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -
                 "cluster": cluster,
                 "anvil": anvil,
                 "head": head,
+                "info": info,
                 "hash": manifest_hash,
                 "jsonl": jsonl,
                 "port": port,
@@ -315,6 +316,47 @@ def test_evm_function_errors_name_the_function(env: dict) -> None:
     assert "__" not in response.json()["error_message"]  # no internal UDF name
     response = post(env, "SELECT evm_nope(1) AS x")
     assert response.status_code == 400, response.text
+
+
+def test_eth_call_over_both_transports_answers_as_the_node(env: dict) -> None:
+    """A dataset's eth_call per row of one of its tables, through JSON Lines and Flight:
+    the log contract returns nothing for no input and reverts for any input."""
+    info, anvil = env["info"], env["anvil"]
+    first = info.by_kind("deploy")[0].block
+    sql = (
+        f"SELECT block_num, \"test/chain\".eth_call(NULL, evm_encode_hex('{info.contract}'), "
+        "CASE WHEN block_num % 2 = 0 THEN X'01' END, block_num) AS r "
+        f'FROM "test/chain".blocks WHERE block_num BETWEEN {first} AND {first + 3} '
+        "ORDER BY block_num"
+    )
+    expected = []
+    for block in range(first, first + 4):
+        tx = {"to": info.contract, **({"input": "0x01"} if block % 2 == 0 else {})}
+        answer = anvil.rpc_raw("eth_call", tx, hex(block))
+        error = answer.get("error")
+        if error is None:
+            expected.append((block, bytes.fromhex(answer["result"][2:]), None))
+        else:
+            raw = error.get("data")
+            data = bytes.fromhex(raw[2:]) if isinstance(raw, str) else None
+            expected.append((block, data, error.get("message") or None))
+    assert any(m for _, _, m in expected) and any(m is None for _, _, m in expected)
+    response = post(env, sql)
+    assert response.status_code == 200, response.text
+    shown = [
+        (r["block_num"], None if r["r"]["data"] is None else bytes.fromhex(r["r"]["data"][2:]),
+         r["r"]["message"])
+        for r in lines(response)
+    ]  # fmt: skip
+    assert shown == expected
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    info_ = client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(sql)))
+    table = client.do_get(info_.endpoints[0].ticket).read_all()
+    assert table.schema.field("r").type == pa.struct(
+        [pa.field("data", pa.binary()), pa.field("message", pa.utf8())]
+    )
+    rows = table.to_pylist()
+    assert [(r["block_num"], r["r"]["data"], r["r"]["message"]) for r in rows] == expected
 
 
 def test_health(env: dict) -> None:

@@ -193,6 +193,13 @@ class Anvil:
 
     def rpc(self, method: str, *params: Any, timeout: float = 30.0) -> Any:
         """Call `method` over HTTP and return its result; raise AnvilError on an error object."""
+        answer = self.rpc_raw(method, *params, timeout=timeout)
+        if "error" in answer:
+            raise AnvilError(f"{method}{list(params)!r}: {answer['error']}")
+        return answer["result"]
+
+    def rpc_raw(self, method: str, *params: Any, timeout: float = 30.0) -> dict[str, Any]:
+        """Call `method` over HTTP and return the whole JSON-RPC answer (result or error)."""
         body = json.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         ).encode()
@@ -200,10 +207,7 @@ class Anvil:
             self.url, data=body, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-        if "error" in answer:
-            raise AnvilError(f"{method}{list(params)!r}: {answer['error']}")
-        return answer["result"]
+            return json.loads(response.read())
 
     def block_number(self) -> int:
         return int(self.rpc("eth_blockNumber"), 16)

@@ -35,9 +35,14 @@ from support.anvil import DEV_ACCOUNTS, DEV_KEYS, Anvil, AnvilError, find_cast
 
 _OPCODES = {
     "STOP": 0x00,
+    "EQ": 0x14,
+    "ISZERO": 0x15,
+    "CALLDATALOAD": 0x35,
     "CALLDATASIZE": 0x36,
     "CODECOPY": 0x39,
     "MSTORE": 0x52,
+    "SLOAD": 0x54,
+    "SSTORE": 0x55,
     "JUMPI": 0x57,
     "JUMPDEST": 0x5B,
     "DUP1": 0x80,
@@ -193,7 +198,7 @@ def build_varied_chain(anvil: Anvil, hardfork: str | None = None) -> ChainInfo:
 
     def mined(hashes: list[tuple[str, int, str]]) -> None:
         for tx_hash, tx_type, kind in hashes:
-            receipt = _wait_for_receipt(anvil, tx_hash)
+            receipt = wait_for_receipt(anvil, tx_hash)
             if receipt is None:
                 raise AnvilError(f"transaction {tx_hash} ({kind}) was not mined")
             if int(receipt["type"], 16) != tx_type:
@@ -339,7 +344,7 @@ _PRE_CANCUN = {
 _PRE_PRAGUE = _PRE_CANCUN | {"cancun"}
 
 
-def _wait_for_receipt(anvil: Anvil, tx_hash: str, timeout: float = 10.0) -> dict | None:
+def wait_for_receipt(anvil: Anvil, tx_hash: str, timeout: float = 10.0) -> dict | None:
     # anvil may answer eth_sendTransaction (automine) a moment before the block is stored.
     deadline = time.monotonic() + timeout
     while (receipt := anvil.receipt(tx_hash)) is None and time.monotonic() < deadline:

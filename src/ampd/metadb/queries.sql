@@ -351,6 +351,10 @@ ORDER BY r.manifest_hash, r.table_name, f.start_block;
 
 -- catalog_references --
 -- Every name a dataset revision can be queried by: its tags and its versions.
-SELECT namespace, name, tag AS ref, manifest_hash FROM dataset_tags
-UNION ALL
-SELECT namespace, name, version AS ref, manifest_hash FROM dataset_versions;
+-- With each manifest's kind and network (what eth_call needs to find its providers).
+SELECT r.namespace, r.name, r.ref, r.manifest_hash, m.kind, m.manifest->>'network' AS network
+FROM (
+    SELECT namespace, name, tag AS ref, manifest_hash FROM dataset_tags
+    UNION ALL
+    SELECT namespace, name, version AS ref, manifest_hash FROM dataset_versions
+) r JOIN manifests m ON m.hash = r.manifest_hash;

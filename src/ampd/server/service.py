@@ -20,7 +20,12 @@ class QueryServer:
         self.config = config
         self.services = services
         self.db = MetadataDb(url, pool_size=min(config.metadata_db.pool_size, 4), name="server")
-        self.catalog = Catalog(self.db, config.data_dir, cache_size_mb=config.writer.cache_size_mb)
+        self.catalog = Catalog(
+            self.db,
+            config.data_dir,
+            cache_size_mb=config.writer.cache_size_mb,
+            providers_dir=config.providers_dir,
+        )
         self.limits = Limits(
             max_mem_mb=config.query_max_mem_mb, timeout_secs=config.query_timeout_secs
         )

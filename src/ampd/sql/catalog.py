@@ -47,6 +47,8 @@ class RevisionTables:
 
     manifest_hash: str
     tables: dict[str, tuple[CommittedFile, ...]]
+    kind: str = ""  # the manifest's kind and network: where eth_call finds its providers
+    network: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class CatalogSnapshot:
     version: int = 0
     data_dir: str = ""  # where the files are
     footers: FooterCache | None = None  # a remote data dir's cached footers (footer_cache.py)
+    providers_dir: str | None = None  # the providers eth_call uses (None: no eth_call)
 
     def datasets(self) -> set[str]:
         """The `ns/name` part of every schema."""
@@ -66,9 +69,17 @@ class CatalogSnapshot:
 class Catalog:
     """Keeps the current snapshot; `snapshot()` reloads it when it was marked stale."""
 
-    def __init__(self, db: MetadataDb, data_dir: str, *, cache_size_mb: int = 1024) -> None:
+    def __init__(
+        self,
+        db: MetadataDb,
+        data_dir: str,
+        *,
+        cache_size_mb: int = 1024,
+        providers_dir: str | None = None,
+    ) -> None:
         self.db = db
         self.data_dir = data_dir
+        self.providers_dir = providers_dir
         self._store = open_store(data_dir)
         self.footers = (
             FooterCache(self._store, cache_size_mb * 1024 * 1024)
@@ -140,11 +151,17 @@ class Catalog:
                     )
                 )
 
+        kinds: dict[str, tuple[str, str]] = {}  # manifest hash -> (kind, network)
+
         def tables_of(manifest_hash: str) -> RevisionTables:
             # A registered revision that was never deployed has empty tables.
             tables = by_hash.get(manifest_hash, {})
+            kind, network = kinds.get(manifest_hash, ("", ""))
             return RevisionTables(
-                manifest_hash, {t: tuple(tables.get(t, ())) for t in sorted({*TABLES, *tables})}
+                manifest_hash,
+                {t: tuple(tables.get(t, ())) for t in sorted({*TABLES, *tables})},
+                kind,
+                network,
             )
 
         refs: dict[str, dict[str, str]] = {}
@@ -152,6 +169,7 @@ class Catalog:
             refs.setdefault(f"{row['namespace']}/{row['name']}", {})[row["ref"]] = row[
                 "manifest_hash"
             ]
+            kinds[row["manifest_hash"]] = (row["kind"], row["network"] or "")
         for dataset, named in refs.items():
             for ref, manifest_hash in named.items():
                 tables = tables_of(manifest_hash)
@@ -166,7 +184,9 @@ class Catalog:
             rows = await self.db.fetch_all("footers_of_files", {"ids": wanted}) if wanted else []
             await self.footers.load(live, {r["file_id"]: bytes(r["footer"]) for r in rows})
         self._version += 1
-        return CatalogSnapshot(revisions, self._version, self.data_dir, self.footers)
+        return CatalogSnapshot(
+            revisions, self._version, self.data_dir, self.footers, self.providers_dir
+        )
 
     def _location(self, key: str) -> str:
         local = self._store.local_path(key)

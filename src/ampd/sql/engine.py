@@ -16,10 +16,13 @@ from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOpti
 from datafusion.catalog import Catalog, Schema, Table
 
 from ampd.logs import get_logger
+from ampd.providers.config import ProviderConfigError, load_providers, select_providers
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.sql.catalog import CatalogSnapshot, CommittedFile
 from ampd.sql.functions import (
+    EthCaller,
     FunctionError,
+    QualifiedCall,
     error_text,
     prepare,
     public_name,
@@ -232,15 +235,45 @@ def plan(
         register_functions(ctx)
         # Amp's EVM functions whose result type depends on a literal (a signature) become
         # calls of UDFs registered for those literals (docs/feat/sql-functions.md).
-        frame = restore_names(ctx.sql_with_options(prepare(ctx, sql), _OPTIONS))
+        prepared = prepare(ctx, sql, _eth_callers(snapshot))
+        frame = restore_names(ctx.sql_with_options(prepared, _OPTIONS))
         check_plan(frame)
         return frame
+    except QueryError:
+        raise
     except QueryRuleError as exc:
         raise QueryError(400, "INVALID_PLAN", str(exc)) from None
     except FunctionError as exc:
         raise QueryError(400, "INVALID_PLAN", public_name(str(exc))) from None
     except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
         raise classify(exc, snapshot) from None
+
+
+def _eth_callers(snapshot: CatalogSnapshot):  # noqa: ANN202 - a prepare EthCallers
+    """The EthCaller of the dataset that qualifies an eth_call: its network's providers."""
+    made: dict[str, EthCaller] = {}
+
+    def caller(site: QualifiedCall) -> EthCaller:
+        key = resolve(site.qualifier, snapshot.schemas)
+        if key is None:
+            missing = _missing_dataset(site.qualifier, snapshot)
+            raise missing or QueryError(
+                404, "DATASET_NOT_FOUND", f"dataset {site.qualifier!r} not found"
+            )
+        if key not in made:
+            revision = snapshot.schemas[key]
+            if snapshot.providers_dir is None:
+                raise FunctionError(f"{site.written}: no providers_dir is configured")
+            try:
+                providers = select_providers(
+                    load_providers(snapshot.providers_dir), revision.kind, revision.network
+                )
+            except ProviderConfigError as exc:
+                raise FunctionError(f"{site.written}: {exc}") from None
+            made[key] = EthCaller(providers)
+        return made[key]
+
+    return caller
 
 
 def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:

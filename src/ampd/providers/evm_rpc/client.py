@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,14 +41,39 @@ ResultCheck = Callable[[int, Any], str | None]
 
 
 class _Failed:
-    """A call that got no usable result this time."""
+    """A call that got no usable result this time (`error`: the JSON-RPC error object, when
+    the node answered with one)."""
 
-    __slots__ = ("reason", "status", "retryable")
+    __slots__ = ("reason", "status", "retryable", "error")
 
-    def __init__(self, reason: str, status: int | None = None, retryable: bool = True) -> None:
+    def __init__(
+        self,
+        reason: str,
+        status: int | None = None,
+        retryable: bool = True,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         self.reason = reason
         self.status = status
         self.retryable = retryable
+        self.error = error
+
+
+@dataclass(frozen=True)
+class CallError:
+    """A JSON-RPC error the caller asked to have as an answer (`call_each`): a reverted
+    eth_call is one. `data` is the error's `data` member as the node sent it."""
+
+    code: Any
+    message: str
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """A call of `call_each` that got no answer in its attempts."""
+
+    reason: str
 
 
 class EvmRpcClient:
@@ -116,6 +142,19 @@ class EvmRpcClient:
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Many calls, sent in batches of `rpc_batch_size`; results in call order."""
         return await self._execute([(method, list(params)) for method, params in calls])
+
+    async def call_each(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        answers: Callable[[dict[str, Any]], bool],
+    ) -> list[Any]:
+        """Like `batch`, but each call stands alone: a JSON-RPC error for which `answers`
+        is true is that call's answer (a CallError), and a call still failing after
+        `max_attempts` is a CallFailed; the others' results are kept. Raises
+        ProviderRejectedError when the provider refuses the requests (4xx)."""
+        return await self._execute(
+            [(method, list(params)) for method, params in calls], answers=answers, partial=True
+        )
 
     async def head(self, finalized: bool = False) -> int:
         """The number of the `latest` (or `finalized`) block."""
@@ -247,8 +286,17 @@ class EvmRpcClient:
 
     # --- calls, batches and retries ---
 
-    async def _execute(self, calls: list[Call], check: ResultCheck | None = None) -> list[Any]:
-        """Results of `calls` in order, retrying the failed ones until all succeed."""
+    async def _execute(
+        self,
+        calls: list[Call],
+        check: ResultCheck | None = None,
+        *,
+        answers: Callable[[dict[str, Any]], bool] | None = None,
+        partial: bool = False,
+    ) -> list[Any]:
+        """Results of `calls` in order, retrying the failed ones until all succeed (with
+        `partial`, until `max_attempts`: the calls still failing then are CallFailed). A
+        JSON-RPC error for which `answers` is true is a result (CallError)."""
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         for attempt in itertools.count(1):
@@ -260,6 +308,14 @@ class EvmRpcClient:
                         raise ProviderRejectedError(
                             self.name, self.url, outcome.reason, outcome.status or 0, calls[i][0]
                         )
+                    error = outcome.error
+                    if answers is not None and error is not None and answers(error):
+                        message = error.get("message")
+                        results[i] = CallError(
+                            error.get("code"), "" if message is None else str(message),
+                            error.get("data"),
+                        )  # fmt: skip
+                        continue
                     failed.append((i, outcome.reason))
                     continue
                 problem = check(i, outcome) if check else None
@@ -271,6 +327,10 @@ class EvmRpcClient:
                 return results
             first_method, reason = calls[failed[0][0]][0], failed[0][1]
             if self.max_attempts is not None and attempt >= self.max_attempts:
+                if partial:
+                    for i, why in failed:
+                        results[i] = CallFailed(why)
+                    return results
                 raise RetriesExhaustedError(self.name, self.url, reason, attempt, first_method)
             delay = self._backoff(attempt)
             self._log_retry(failed, calls, len(pending), delay, attempt + 1)
@@ -378,7 +438,9 @@ def _result(answer: Any, id_: int) -> Any:
     error = answer.get("error")
     if error is not None:
         if isinstance(error, dict):
-            return _Failed(f"JSON-RPC error {error.get('code')}: {error.get('message')}")
+            return _Failed(
+                f"JSON-RPC error {error.get('code')}: {error.get('message')}", error=error
+            )
         return _Failed(f"JSON-RPC error: {error!r}")
     if "result" not in answer:
         return _Failed("the answer has neither 'result' nor 'error'")

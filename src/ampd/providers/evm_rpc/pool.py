@@ -106,6 +106,14 @@ class ProviderPool:
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         return await self._run(lambda c: c.batch(calls))
 
+    async def call_each(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        answers: Callable[[dict[str, Any]], bool],
+    ) -> list[Any]:
+        """EvmRpcClient.call_each on the next provider in turn."""
+        return await self._run(lambda c: c.call_each(calls, answers))
+
     async def head(self, finalized: bool = False) -> int:
         return await self._run(lambda c: c.head(finalized))
 

@@ -12,11 +12,14 @@ from datafusion import DataFrame, SessionContext
 
 from ampd.sql.functions import log
 from ampd.sql.functions.errors import FunctionError, error_text
+from ampd.sql.functions.eth_call import EthCaller, QualifiedCall
 from ampd.sql.functions.prepare import NAMES, prepare, public_name
 
 __all__ = [
     "NAMES",
+    "EthCaller",
     "FunctionError",
+    "QualifiedCall",
     "error_text",
     "prepare",
     "public_name",

@@ -26,10 +26,11 @@ class Built:
     inputs: list[pa.DataType]
     result: pa.Field
     memo: int = 0
+    volatility: str = "immutable"  # "volatile" for a function whose answer may change
 
     def udf(self, name: str) -> ScalarUDF:
         body = remembered(self.body, self.memo) if self.memo else self.body
-        return udf(body, self.inputs, self.result, "immutable", name)
+        return udf(body, self.inputs, self.result, self.volatility, name)
 
 
 def _identity(column: pa.Array) -> tuple:

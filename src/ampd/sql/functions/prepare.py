@@ -23,10 +23,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 from datafusion import SessionContext, SQLOptions
 
+from ampd.sql.functions import eth_call as eth_call_fns
 from ampd.sql.functions import hex as hex_fns
 from ampd.sql.functions import log, params, units, value
 from ampd.sql.functions.common import Built, failing
 from ampd.sql.functions.errors import FunctionError, df_type_name
+from ampd.sql.functions.eth_call import EthCaller, QualifiedCall, qualified_calls
 from ampd.sql.functions.sql_text import Call, Literal, calls, literal
 
 # Functions whose result type follows a literal: argument count, literal position.
@@ -42,7 +44,9 @@ _TYPED = {"shift_units", "evm_encode_type", "evm_encode_params", "evm_decode_hex
 NAMES = frozenset(_LITERAL) | _TYPED | {"evm_topic"}
 
 _INTERNAL = re.compile(
-    r"\b(" + "|".join(sorted(NAMES - {"evm_topic"}, key=len, reverse=True)) + r")__[0-9a-z]+\b"
+    r"\b("
+    + "|".join(sorted((NAMES - {"evm_topic"}) | {eth_call_fns.NAME}, key=len, reverse=True))
+    + r")__[0-9a-z]+\b"
 )
 _REFUSED = re.compile(
     r"call to '(?P<name>[a-z_]+__[0-9a-z]+)' function: coercion from (?P<types>.*?) to the signature"
@@ -169,7 +173,10 @@ class _Site:
     name: str  # the name the call has in the rewritten SQL
 
 
-def prepare(ctx: SessionContext, sql: str) -> str:
+EthCallers = Callable[[QualifiedCall], EthCaller]
+
+
+def prepare(ctx: SessionContext, sql: str, eth_callers: EthCallers | None = None) -> str:
     """Rewrite `sql` for `ctx` (whose tables must already be registered): each call of
     evm_decode_log / evm_decode, evm_decode_params, evm_decode_type, evm_encode_hex,
     evm_encode_type, evm_encode_params, evm_decode_hex and shift_units gets a UDF,
@@ -177,13 +184,28 @@ def prepare(ctx: SessionContext, sql: str) -> str:
     it by that UDF's name. Plan the returned SQL in `ctx`; `public_name` (or
     `restore_names`) turns the derived names in column names and messages back.
 
+    A dataset's `eth_call` gets its UDF the same way, answered by the EthCaller that
+    `eth_callers` gives for the call (it raises when the dataset or its providers are
+    missing); without `eth_callers` such a call is refused.
+
     Raises FunctionError with Amp's message where Amp refuses the call when planning
     (a signature that is not a literal or does not parse, wrong argument types, ...). A
     query with none of these calls is returned unchanged and nothing is planned."""
     found = calls(sql, NAMES - {"evm_topic"})
-    if not found:
+    qualified = qualified_calls(sql) if eth_call_fns.NAME in sql.lower() else []
+    if not found and not qualified:
         return sql
     sites: list[_Site] = []
+    callers: dict[int, tuple[QualifiedCall, EthCaller]] = {}  # by the call's first offset
+
+    def register_typed(call: Call, types: list) -> str:
+        if call.name != eth_call_fns.NAME:
+            return _register_typed(ctx, call, types)
+        site, caller = callers[call.token.start]
+        name = f"{call.name}__{_digest(site.written, tuple(map(str, types)))}"
+        ctx.register_udf(eth_call_fns.build(site, types, caller).udf(name))
+        return name
+
     for k, call in enumerate(found):
         if call.name in _LITERAL:
             name, built = _literal_call(call)
@@ -200,6 +222,22 @@ def prepare(ctx: SessionContext, sql: str) -> str:
                     Built(_raise("unresolved call"), probe, pa.field(name, pa.binary())).udf(name)
                 )
         sites.append(_Site(call, name))
+    for q in qualified:
+        if eth_callers is None:
+            raise FunctionError(f"{q.written}: contract calls are not available here")
+        callers[q.call.token.start] = (q, eth_callers(q))
+        if len(q.call.args) != 4:
+            raise FunctionError(f"{q.written}: expected 4 arguments, but got {len(q.call.args)}")
+        guess = [_guess(literal(a)) for a in q.call.args]
+        if all(g is not None for g in guess):
+            name = register_typed(q.call, guess)
+        else:
+            name = f"{eth_call_fns.NAME}__p{len(sites)}"
+            probe = [_NO_CALL] * (len(q.call.args) + 1)
+            ctx.register_udf(
+                Built(_raise("unresolved call"), probe, pa.field(name, pa.binary())).udf(name)
+            )
+        sites.append(_Site(q.call, name))
     tries = 2 * len(sites) + 1
     text = _render(sql, sites)
     while tries:
@@ -212,11 +250,11 @@ def prepare(ctx: SessionContext, sql: str) -> str:
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one type for all errors
             refused = _REFUSED.search(str(exc))
             stuck = [s for s in sites if refused and s.name == refused.group("name")]
-            if not stuck or stuck[0].call.name not in _TYPED:
+            if not stuck or stuck[0].call.name not in _TYPED | {eth_call_fns.NAME}:
                 return text
             types = [parse_df_type(t) for t in split_types(refused.group("types"))]
             for site in stuck:
-                site.name = _register_typed(ctx, site.call, types)
+                site.name = register_typed(site.call, types)
             text = _render(sql, sites)
     return text
 

@@ -106,6 +106,48 @@ class Call:
 _OPEN, _CLOSE = "([{", ")]}"
 
 
+def call_args(tokens: list[Token], i: int) -> tuple[list[list[Token]], int]:
+    """The arguments of the call whose name is `tokens[i]` (its `(` next), each one's
+    tokens, split at the top-level commas; and the index of its closing parenthesis."""
+    args: list[list[Token]] = []
+    current: list[Token] = []
+    depth = 0
+    close = len(tokens)
+    for j, u in enumerate(tokens[i + 1 :], start=i + 1):
+        if u.kind == "punct" and u.text in _OPEN:
+            depth += 1
+            if depth == 1:
+                continue
+        elif u.kind == "punct" and u.text in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                close = j
+                break
+        elif u.kind == "punct" and u.text == "," and depth == 1:
+            args.append(current)
+            current = []
+            continue
+        current.append(u)
+    if current or args:
+        args.append(current)
+    return args, close
+
+
+def field_after(tokens: list[Token], first: int, close: int) -> tuple[Token, Token] | None:
+    """The `.name` after `(call)`, for a call from `tokens[first]` to its closing
+    parenthesis `tokens[close]` (see Call.field); None when there is none."""
+    after = tokens[close + 1 : close + 4]
+    if (
+        first > 0
+        and tokens[first - 1].text == "("
+        and [u.text for u in after[:2]] == [")", "."]
+        and len(after) == 3
+        and after[2].kind in ("ident", "qident")
+    ):
+        return (after[1], after[2])
+    return None
+
+
 def calls(sql: str, names: set[str] | frozenset[str]) -> list[Call]:
     """Every call of a function in `names` (lowercase), outermost first."""
     tokens = [t for t in tokenize(sql) if not t.trivia]
@@ -121,38 +163,8 @@ def calls(sql: str, names: set[str] | frozenset[str]) -> list[Call]:
             continue
         if i > 0 and tokens[i - 1].text == ".":
             continue
-        args: list[list[Token]] = []
-        current: list[Token] = []
-        depth = 0
-        close = len(tokens)
-        for j, u in enumerate(tokens[i + 1 :], start=i + 1):
-            if u.kind == "punct" and u.text in _OPEN:
-                depth += 1
-                if depth == 1:
-                    continue
-            elif u.kind == "punct" and u.text in _CLOSE:
-                depth -= 1
-                if depth == 0:
-                    close = j
-                    break
-            elif u.kind == "punct" and u.text == "," and depth == 1:
-                args.append(current)
-                current = []
-                continue
-            current.append(u)
-        if current or args:
-            args.append(current)
-        field = None
-        after = tokens[close + 1 : close + 4]
-        if (
-            i > 0
-            and tokens[i - 1].text == "("
-            and [u.text for u in after[:2]] == [")", "."]
-            and len(after) == 3
-            and after[2].kind in ("ident", "qident")
-        ):
-            field = (after[1], after[2])
-        found.append(Call(name, t, args, field))
+        args, close = call_args(tokens, i)
+        found.append(Call(name, t, args, field_after(tokens, i, close)))
     return found
 
 
