@@ -10,7 +10,9 @@ through its JSON Lines and Arrow Flight endpoints against DataFusion over the sa
 The store stage (bench/store_stage.py) runs `ampd dump`, a one-worker job, full scans and a
 COUNT(*) over 1,000 files on the local disk and on moto's S3 server, and checks S3's targets.
 The distributed stage (bench/distributed_stage.py) times the floor, `ampd dump` and jobs of
-one and three workers on the local node and behind a latency proxy (a remote node).
+one and three workers on the local node and behind a latency proxy (a remote node). The
+functions stage (bench/functions_stage.py) decodes a million logs with Amp's EVM functions
+through DataFusion; it needs no node.
 Prints the tables, writes bench/results/<UTC time>.json and latest.json, and refreshes the
 results sections of docs/benchmarks.md. See that document for what is measured and every flag.
 """
@@ -18,6 +20,7 @@ results sections of docs/benchmarks.md. See that document for what is measured a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import distributed_report
 import distributed_stage
+import functions_stage
 import pyarrow
 import report
 import serving
@@ -49,7 +53,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
-ALL_STAGES = ("extract", "query", "store", "distributed")
+ALL_STAGES = ("extract", "query", "store", "distributed", "functions")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -315,7 +319,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extract: the tools on each size; query: full scans through ampd solo's "
         "endpoints; store: dump, a job and scans on the local disk vs S3 (moto); "
         "distributed: floor, dump and jobs of 1 and 3 workers, local and behind a latency "
-        "proxy (default: %(default)s)",
+        "proxy; functions: evm_decode_log and shift_units over 1,000,000 logs "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--tools",
@@ -694,13 +699,30 @@ def main(argv: list[str] | None = None) -> int:
         if distributing
         else []
     )
-    plan = ChainPlan(max(needed))
+    plan = ChainPlan(max(needed)) if needed else None
     chain_info: dict = {}
     runs: list[dict] = []
-    query = store = distributed = None
+    query = store = distributed = functions = None
     tuning = None
     try:
-        with chain_node(plan, not args.no_cache, args.rebuild, chain_info) as (anvil, chain):
+        if "functions" in args.stages:
+            log("functions stage: evm_decode_log and shift_units over 1,000,000 logs")
+            functions = functions_stage.run_stage(
+                work=WORK / "functions", repeat=max(3, args.repeat),
+                timeout=args.timeout or 600, measured=_measured,
+            )  # fmt: skip
+            if functions["status"] == "ok":
+                log(
+                    f"  functions: median {functions['median_logs_per_second']:,} logs/s, "
+                    f"best {functions['best_logs_per_second']:,}"
+                )
+            else:
+                log(f"  functions stage failed: {functions['error'].splitlines()[0]}")
+        with (
+            chain_node(plan, not args.no_cache, args.rebuild, chain_info)
+            if plan is not None
+            else contextlib.nullcontext((None, None))
+        ) as (anvil, chain):
             if args.tune_floor and "floor" in selected:
                 log("tuning the floor (batch size x batches in flight)")
                 floor_batch, floor_conc, tuning = tune_floor(
@@ -741,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                         "concurrent_request_limit": args.ampd_concurrency or floor_conc,
                     },
                 )
-            chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
+            if anvil is not None:
+                chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
     except (AnvilError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -789,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "query": query,
         "store": store,
         "distributed": distributed,
+        "functions": functions,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -803,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
         report.print_store_console(store)
     if distributed is not None:
         distributed_report.print_console(distributed)
+    if functions is not None:
+        functions_stage.print_console(functions)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
@@ -822,7 +848,7 @@ def _newest_with(stage: str) -> dict | None:
         data = json.loads(path.read_text())
         if stage == "extract" and data.get("runs"):
             return data
-        if stage in ("query", "store", "distributed") and data.get(stage):
+        if stage in ("query", "store", "distributed", "functions") and data.get(stage):
             return data
     return None
 
@@ -836,6 +862,7 @@ def _render_doc(data: dict | None) -> int:
         ("query", report.query_markdown, report.QUERY_MARKERS),
         ("store", report.store_markdown, report.STORE_MARKERS),
         ("distributed", distributed_report.markdown, distributed_report.MARKERS),
+        ("functions", functions_stage.markdown, functions_stage.MARKERS),
     ):
         source = _newest_with(stage) if data is None else data
         if source is None or stage not in source.get("stages", ["extract"]):

@@ -1,17 +1,20 @@
 """Decode synthetic ERC-20 Transfer logs with evm_decode_log and shift_units through an
 in-process DataFusion session and print decoded logs per second.
 
-    .venv/bin/python bench/udf_decode.py [--rows 1000000] [--repeat 3]
+    .venv/bin/python bench/udf_decode.py [--rows 1000000] [--repeat 3] [--json]
 
 The logs are built with numpy (random addresses, amounts up to 10^24 wei with one in a
 thousand at the top of the uint256 range); each run plans the query with `prepare` and
 collects the result, in DataFusion's default configuration unless --partitions or
---batch-size say otherwise. Not part of the test suite.
+--batch-size say otherwise. Every run's senders and recipients are checked against the
+input topics. With --json the last line is the figures as JSON: the functions stage of
+`make bench` (bench/functions_stage.py) runs it so. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -73,7 +76,7 @@ def synthetic_logs(rows: int, batch_rows: int, seed: int = 7) -> list[pa.RecordB
 
 def run_once(
     batches: list[pa.RecordBatch], partitions: int, batch_size: int = 8192
-) -> tuple[float, int]:
+) -> tuple[float, list[pa.RecordBatch]]:
     config = SessionConfig().with_target_partitions(partitions).with_batch_size(batch_size)
     ctx = SessionContext(config)
     register_functions(ctx)
@@ -82,7 +85,21 @@ def run_once(
     start = time.perf_counter()
     result = ctx.sql(prepare(ctx, QUERY)).collect()
     elapsed = time.perf_counter() - start
-    return elapsed, sum(b.num_rows for b in result)
+    return elapsed, result
+
+
+def check(batches: list[pa.RecordBatch], result: list[pa.RecordBatch], rows: int) -> None:
+    """Every input row decoded once: the senders and recipients are the topics' addresses
+    (as sets: partitions may interleave), and every amount is there."""
+    got = pa.Table.from_batches(result)
+    if got.num_rows != rows:
+        raise SystemExit(f"decoded {got.num_rows} rows, expected {rows}")
+    for column, topic in (("sender", "topic1"), ("recipient", "topic2")):
+        expected = sorted(v[12:] for b in batches for v in b.column(topic).to_pylist())
+        if sorted(got.column(column).to_pylist()) != expected:
+            raise SystemExit(f"the decoded {column} addresses differ from the input's {topic}")
+    if got.column("amount").null_count:
+        raise SystemExit(f"{got.column('amount').null_count} amounts are NULL")
 
 
 def main() -> None:
@@ -94,19 +111,29 @@ def main() -> None:
         "--batch-size", type=int, default=8192, help="DataFusion's batch size (its default: 8192)"
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with the figures as a JSON line")
     args = parser.parse_args()
     batches = synthetic_logs(args.rows, args.batch_rows)
     times = []
     for _ in range(args.repeat):
-        elapsed, rows = run_once(batches, args.partitions, args.batch_size)
-        if rows != args.rows:
-            raise SystemExit(f"decoded {rows} rows, expected {args.rows}")
+        elapsed, result = run_once(batches, args.partitions, args.batch_size)
+        check(batches, result, args.rows)
         times.append(elapsed)
     best, median = min(times), statistics.median(times)
     print(
         f"{args.rows:,} Transfer logs, {args.partitions} partitions, batches of {args.batch_size}: best {best:.3f} s ({args.rows / best:,.0f} logs/s), "
         f"median {median:.3f} s ({args.rows / median:,.0f} logs/s) over {args.repeat} runs"
     )
+    if args.json:
+        figures = {
+            "rows": args.rows,
+            "partitions": args.partitions,
+            "batch_size": args.batch_size,
+            "seconds": [round(t, 4) for t in times],
+            "best_logs_per_second": round(args.rows / best),
+            "median_logs_per_second": round(args.rows / median),
+        }
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":
