@@ -101,11 +101,12 @@ class Config(_Section):
     reconcile_interval_secs: float = Field(60.0, gt=0)
     shutdown_timeout_secs: float = Field(30.0, ge=0)
     max_retries: int = Field(10, ge=0)
+    # The memory of all the queries a server runs at once, and of each (MB, 0: no limit).
+    max_mem_mb: int = Field(0, ge=0)
     query_max_mem_mb: int = Field(0, ge=0)
     query_timeout_secs: float = Field(300.0, ge=0)
     writer: WriterConfig = WriterConfig()
     # Accepted so that Amp's config files load unchanged; ampd does not use them.
-    max_mem_mb: int | None = None
     spill_location: list[str] | None = None
     microbatch_max_interval: int | None = None
     server_microbatch_max_interval: int | None = None

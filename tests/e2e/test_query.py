@@ -417,6 +417,17 @@ def test_flight_streams_every_result_type_with_its_declared_schema(env: dict, sq
     assert table.schema.equals(info.schema)
     assert table.num_rows == expected.num_rows
     assert table.to_pylist() == expected.to_pylist()
+    # The same through Flight SQL's ADBC driver: its types and values, an empty result too.
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    with (
+        dbapi.connect(f"grpc://127.0.0.1:{env['port']}", autocommit=True) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute(sql)
+        fetched = cursor.fetch_arrow_table()
+    assert [f.type for f in fetched.schema] == [f.type for f in expected.schema]
+    assert fetched.to_pylist() == expected.to_pylist()
 
 
 def test_flight_errors_map_to_grpc_statuses(env: dict) -> None:
@@ -610,6 +621,42 @@ def test_memory_limit_fails_the_query_with_a_clear_error(env: dict) -> None:
         assert "query_max_mem_mb" in body["error_message"]
         small = httpx.post(url, content='SELECT count(*) AS n FROM "test/chain".blocks', timeout=60)
         assert small.status_code == 200, "the server keeps serving"
+    finally:
+        server.stop()
+
+
+def test_max_mem_mb_bounds_the_queries_running_at_once(env: dict) -> None:
+    """Pools of 40 MB in a budget of 64: while one query streams, another waits for it, and
+    starts once the first one's client goes away."""
+    server, url, _ = env["cluster"].start_server(
+        "budget-server",
+        env={
+            "AMP_CONFIG_MAX_MEM_MB": "64",
+            "AMP_CONFIG_QUERY_MAX_MEM_MB": "40",
+            "AMP_CONFIG_QUERY_TIMEOUT_SECS": "0",
+        },
+    )
+    big = 'SELECT a.*, x.value FROM "test/chain".logs a, generate_series(1, 100000) x'
+    small = 'SELECT count(*) AS n FROM "test/chain".blocks'
+    try:
+        with httpx.Client(timeout=120) as client, client.stream("POST", url, content=big) as held:
+            assert held.status_code == 200
+            rows = held.iter_lines()  # kept: a dropped iterator closes the response
+            first = json.loads(next(rows))  # the first query runs, and holds 40 of the 64 MB
+            assert "error_code" not in first, first
+            answers: dict[str, httpx.Response] = {}
+            waiting = threading.Thread(
+                target=lambda: answers.setdefault(
+                    "small", httpx.post(url, content=small, timeout=120)
+                )
+            )
+            waiting.start()
+            waiting.join(1.5)
+            assert "small" not in answers, "the second query ran next to the first"
+        # The first client is gone: its query is cancelled and its pool given back.
+        waiting.join(60)
+        assert answers["small"].status_code == 200, answers["small"].text
+        assert lines(answers["small"])[0]["n"] > 0
     finally:
         server.stop()
 

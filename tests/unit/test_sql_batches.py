@@ -11,7 +11,7 @@ from datafusion import SessionContext
 
 from ampd.sql.batches import COALESCE_ROWS, BatchStream
 from ampd.sql.catalog import CatalogSnapshot
-from ampd.sql.engine import Limits, QueryError
+from ampd.sql.engine import Limits, MemoryBudget, QueryError
 
 ROWS = 60
 
@@ -66,3 +66,57 @@ async def test_an_error_comes_after_the_rows_before_it() -> None:
             received += batch.num_rows
     assert failed.value.code == "QUERY_FAILED"
     assert 0 < received < ROWS * ROWS
+
+
+# -- the server's memory budget (max_mem_mb) --
+
+
+def test_a_query_pool_is_its_own_limit_within_the_budget() -> None:
+    budget = MemoryBudget(64)
+    assert Limits(max_mem_mb=40, budget=budget).pool_mb == 40
+    assert Limits(max_mem_mb=100, budget=budget).pool_mb == 64
+    assert Limits(max_mem_mb=0, budget=budget).pool_mb == 64
+    assert Limits(max_mem_mb=40).pool_mb == 40 and Limits().pool_mb == 0
+
+
+async def test_streams_hold_their_pools_until_they_end() -> None:
+    budget = MemoryBudget(64)
+    limits = Limits(max_mem_mb=40, timeout_secs=0, budget=budget)
+    first = await BatchStream.open(cross_join(SessionContext(), 1), limits, CatalogSnapshot())
+    assert budget.held_mb == 40
+    # A second pool of 40 MB does not fit next to the first: it waits, then fails.
+    short = Limits(max_mem_mb=40, timeout_secs=0.3, budget=budget)
+    with pytest.raises(QueryError) as refused:
+        await BatchStream.open(cross_join(SessionContext(), 1), short, CatalogSnapshot())
+    assert refused.value.code == "QUERY_FAILED"
+    assert str(refused.value).startswith("Resources exhausted: the query's memory pool of 40 MB")
+    assert "max_mem_mb = 64 within query_timeout_secs = 0.3" in str(refused.value)
+    assert budget.held_mb == 40
+    await drain(first, coalesced=False)  # its end gives the pool back, once
+    first.cancel()
+    assert budget.held_mb == 0
+    second = await BatchStream.open(cross_join(SessionContext(), 1), limits, CatalogSnapshot())
+    assert budget.held_mb == 40
+    del second  # dropped without cancel(): collected, the pool goes back too
+    import gc
+
+    gc.collect()
+    assert budget.held_mb == 0
+
+
+async def test_a_waiting_query_starts_when_a_running_one_ends() -> None:
+    import asyncio
+
+    budget = MemoryBudget(64)
+    limits = Limits(max_mem_mb=40, timeout_secs=0, budget=budget)
+    first = await BatchStream.open(cross_join(SessionContext(), 1), limits, CatalogSnapshot())
+    waiting = asyncio.ensure_future(
+        BatchStream.open(cross_join(SessionContext(), 1), limits, CatalogSnapshot())
+    )
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # no time limit: it waits as long as the first runs
+    first.cancel()
+    second = await asyncio.wait_for(waiting, 10)
+    assert budget.held_mb == 40 and len(await drain(second, coalesced=True)) >= 1
+    second.cancel()
+    assert budget.held_mb == 0

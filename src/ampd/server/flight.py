@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -220,7 +221,7 @@ class _Server(flight.FlightServerBase):
                         ).encode()
                     )
                     batches = self._run(
-                        BatchStream.open(frame, Limits(self._limits.max_mem_mb, 0), snapshot)
+                        BatchStream.open(frame, replace(self._limits, timeout_secs=0), snapshot)
                     )
                     for batch in batches.iterate_from_thread(self._loop):
                         yield batch, metadata

@@ -7,7 +7,7 @@ from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.runtime.http import HttpService
 from ampd.sql.catalog import Catalog
-from ampd.sql.engine import Limits
+from ampd.sql.engine import Limits, MemoryBudget
 from ampd.storage.store import open_store
 
 log = get_logger("server")
@@ -27,7 +27,9 @@ class QueryServer:
             providers_dir=config.providers_dir,
         )
         self.limits = Limits(
-            max_mem_mb=config.query_max_mem_mb, timeout_secs=config.query_timeout_secs
+            max_mem_mb=config.query_max_mem_mb,
+            timeout_secs=config.query_timeout_secs,
+            budget=MemoryBudget(config.max_mem_mb) if config.max_mem_mb else None,
         )
         self.jsonl: HttpService | None = None
         self.flight = None

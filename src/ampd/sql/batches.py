@@ -16,15 +16,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pyarrow as pa
 
 from ampd.sql.catalog import CatalogSnapshot
-from ampd.sql.engine import Limits, QueryError, classify, timed_out
+from ampd.sql.engine import Limits, QueryError, classify, no_memory, timed_out
 
 COALESCE_ROWS = 8192
 COALESCE_BYTES = 1 << 20
+BUDGET_POLL_SECS = 0.05  # how often a query waiting for memory looks again
+
+
+async def _hold_memory(limits: Limits, started: float) -> Callable[[], None]:
+    """Wait until the query's pool fits in the server's budget and hold it; the function
+    that gives it back (once, however often it is called). Raises QueryError when it does
+    not fit within the query's time limit."""
+    budget, mb = limits.budget, limits.pool_mb
+    if budget is None or not mb:
+        return lambda: None
+    while not budget.try_hold(mb):
+        if limits.timeout_secs and time.monotonic() - started >= limits.timeout_secs:
+            raise no_memory(limits)
+        await asyncio.sleep(BUDGET_POLL_SECS)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            budget.release(mb)
+
+    return release
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -45,7 +69,9 @@ class BatchStream:
     DataFusion runs the plan on its own threads; awaiting the next batch never blocks the
     event loop. A batch that does not arrive within the query's time limit (counted from the
     start) ends the stream with QueryError(QUERY_TIMEOUT) and drops DataFusion's stream,
-    which stops the execution. Use `open()` to create one.
+    which stops the execution. A stream holds its query's memory pool in the server's
+    budget (`max_mem_mb`) from `open()` until it ends, is cancelled or is collected. Use
+    `open()` to create one.
     """
 
     def __init__(
@@ -57,27 +83,38 @@ class BatchStream:
         self._snapshot = snapshot
         self._started = time.monotonic()
         self._failed: QueryError | None = None  # raised after the rows that came before it
+        self._release: Callable[[], None] = lambda: None
 
     @classmethod
     async def open(cls, dataframe, limits: Limits, snapshot: CatalogSnapshot) -> BatchStream:  # noqa: ANN001
         """Start executing `dataframe` (physical planning runs off the event loop, within the
         query's time limit: a scan can start reading during it)."""
         started = time.monotonic()
+        release = await _hold_memory(limits, started)
         try:
-            stream = await asyncio.wait_for(
-                asyncio.to_thread(dataframe.execute_stream), limits.timeout_secs or None
+            remaining = (
+                max(limits.timeout_secs - (time.monotonic() - started), 0.001)
+                if limits.timeout_secs
+                else None
             )
+            stream = await asyncio.wait_for(asyncio.to_thread(dataframe.execute_stream), remaining)
         except TimeoutError:
+            release()
             raise timed_out(limits) from None
         except Exception as exc:  # noqa: BLE001 - DataFusion raises one exception type for all
+            release()
             raise classify(exc, snapshot) from None
         self = cls(stream, dataframe.schema(), limits, snapshot)
         self._started = started
+        self._release = release
+        weakref.finalize(self, release)  # a stream dropped without cancel() still gives it back
         return self
 
     def cancel(self) -> None:
-        """Stop the query: dropping DataFusion's stream cancels its execution."""
+        """Stop the query: dropping DataFusion's stream cancels its execution, and its memory
+        pool goes back to the server's budget."""
         self._stream = None
+        self._release()
 
     async def next(self) -> pa.RecordBatch | None:
         """The next batch, or None at the end. Raises QueryError."""

@@ -10,6 +10,7 @@ result is never held in memory.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
@@ -201,10 +202,50 @@ def _register(
     ctx.register_catalog_provider("datafusion", catalog)
 
 
+class MemoryBudget:
+    """The server's `max_mem_mb`, shared by the queries it runs (thread-safe).
+
+    DataFusion's Python binding gives every session its own memory pool and cannot share
+    one, so the budget is held by admission: a running query holds its whole pool (see
+    `Limits.pool_mb`) from its execution's start to its end, and a query whose pool does not
+    fit waits for running ones to end. The pools of the queries running at once so never
+    add up to more than the budget."""
+
+    def __init__(self, total_mb: int) -> None:
+        self.total_mb = total_mb
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held_mb(self) -> int:
+        with self._lock:
+            return self._held
+
+    def try_hold(self, mb: int) -> bool:
+        with self._lock:
+            if self._held + mb > self.total_mb:
+                return False
+            self._held += mb
+            return True
+
+    def release(self, mb: int) -> None:
+        with self._lock:
+            self._held = max(0, self._held - mb)
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_mem_mb: int = 0  # 0: unlimited
+    max_mem_mb: int = 0  # a query's own pool, `query_max_mem_mb`; 0: unlimited
     timeout_secs: float = 300.0  # 0: unlimited
+    budget: MemoryBudget | None = None  # the server's `max_mem_mb`, shared by all queries
+
+    @property
+    def pool_mb(self) -> int:
+        """A query's memory pool: its own limit, within the server's budget (0: none)."""
+        if self.budget is None:
+            return self.max_mem_mb
+        total = self.budget.total_mb
+        return min(self.max_mem_mb, total) if self.max_mem_mb else total
 
 
 _OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
@@ -222,8 +263,8 @@ def plan(
     Raises QueryError with the API's codes.
     """
     runtime = RuntimeEnvBuilder()
-    if limits.max_mem_mb:
-        runtime = runtime.with_greedy_memory_pool(limits.max_mem_mb * 1024 * 1024)
+    if limits.pool_mb:
+        runtime = runtime.with_greedy_memory_pool(limits.pool_mb * 1024 * 1024)
     config = (
         SessionConfig()
         .with_information_schema(_lists_tables(sql))
@@ -309,7 +350,9 @@ def classify(exc: Exception, snapshot: CatalogSnapshot) -> QueryError:
         return QueryError(404, "TABLE_NOT_FOUND", f"table {name!r} not found")
     if "Resources exhausted" in message:
         return QueryError(
-            500, "QUERY_FAILED", f"query exceeded query_max_mem_mb: {_clean(message)}"
+            500,
+            "QUERY_FAILED",
+            f"query exceeded its memory pool (query_max_mem_mb, within max_mem_mb): {_clean(message)}",
         )
     return QueryError(500, "QUERY_FAILED", _clean(message))
 
@@ -333,6 +376,19 @@ def _missing_dataset(schema: str, snapshot: CatalogSnapshot) -> QueryError | Non
             f"revision {reference.revision!r} of dataset {reference.dataset!r} not found",
         )
     return QueryError(404, "DATASET_NOT_FOUND", f"dataset {reference.dataset!r} not found")
+
+
+def no_memory(limits: Limits) -> QueryError:
+    """A query whose memory pool did not fit in the server's budget within its time limit."""
+    budget = limits.budget
+    assert budget is not None
+    return QueryError(
+        500,
+        "QUERY_FAILED",
+        f"Resources exhausted: the query's memory pool of {limits.pool_mb} MB did not fit in "
+        f"max_mem_mb = {budget.total_mb} within query_timeout_secs = {limits.timeout_secs:g} "
+        f"({budget.held_mb} MB held by running queries)",
+    )
 
 
 def timed_out(limits: Limits) -> QueryError:
