@@ -72,7 +72,7 @@ SELECT w.node_id, w.info, w.capacity, w.status, w.created_at, w.registered_at, w
 FROM workers w ORDER BY w.node_id;
 
 -- get_worker --
-SELECT node_id, info, status, created_at, registered_at, heartbeat_at
+SELECT node_id, info, capacity, status, created_at, registered_at, heartbeat_at
 FROM workers WHERE node_id = %(node_id)s;
 
 -- live_workers --
