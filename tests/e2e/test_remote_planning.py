@@ -101,3 +101,48 @@ def check_footers(url: str, client: Any, bucket: str, min_files: int) -> None:
         assert len(obj) == size and obj.endswith(footer), key
         (length,) = struct.unpack("<I", footer[-8:-4])
         assert length + 8 == len(footer) < size
+
+
+def test_a_local_table_of_many_files_is_planned_from_cached_footers_too(
+    tmp_path: Path, pg_cluster: ManagedPostgres
+) -> None:
+    """A local data dir with a file per block (MANY_FILES or more per table) is planned from
+    the footers in the metadata DB: with every file's own footer broken on disk, COUNT(*)
+    and a sum over data pages still answer as before."""
+    from ampd.sql.engine import MANY_FILES
+
+    url = create_database(pg_cluster)
+    with Anvil(hardfork="cancun") as anvil:
+        head = fill_chain(anvil, MANY_FILES + 5, txs_per_block=1)
+        cluster = Cluster(
+            tmp_path / "cluster", url, anvil, {"segment_blocks": head + 1, "writer": {"bytes": 1}}
+        )
+        try:
+            cluster.start_controller()
+            chunks = {"AMP_EXTRACT_CHUNK_BLOCKS": "1", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "2"}
+            cluster.start_worker("w1", env=chunks)
+            manifest_hash = cluster.register()
+            job_id = cluster.deploy({"end_block": str(head)})
+            assert cluster.wait_job(job_id, timeout=180)["status"] == "COMPLETED", cluster.logs()
+            counts = assert_exact_output(cluster, manifest_hash, 0, head)
+            files = cluster.committed_files(manifest_hash)
+            assert sum(1 for f in files if f["table"] == "blocks") >= MANY_FILES
+            _, jsonl, _ = cluster.start_server()
+            sql = 'SELECT count(*) AS n FROM "test/chain".blocks'
+            assert json.loads(query(jsonl, sql).text.splitlines()[0])["n"] == counts["blocks"]
+            total = 'SELECT sum(gas_used) AS g FROM "test/chain".blocks'
+            before = json.loads(query(jsonl, total).text.splitlines()[0])["g"]
+            for path in cluster.data_dir.rglob("*.parquet"):  # the footer's length and magic
+                with path.open("r+b") as f:
+                    f.seek(-8, 2)
+                    f.write(b"\0" * 8)
+            for table in ("blocks", "transactions", "logs"):
+                answer = query(jsonl, f'SELECT count(*) AS n FROM "test/chain".{table}')
+                assert answer.status_code == 200, answer.text
+                assert json.loads(answer.text.splitlines()[0])["n"] == counts[table], table
+            answer = query(jsonl, total)
+            assert answer.status_code == 200, answer.text
+            assert json.loads(answer.text.splitlines()[0])["g"] == before
+        finally:
+            cluster.stop_all()
+            drop_database(pg_cluster, url)

@@ -1,6 +1,6 @@
-"""The query server's footer cache over a real S3 endpoint (moto): tables planned from footer
-bytes alone, files without a stored footer read once from the store, bad stored footers
-ignored, and eviction under the memory budget never changing an answer."""
+"""The query server's footer cache over a real S3 endpoint (moto) and a local data dir: tables
+planned from footer bytes alone, files without a stored footer read once from the store, bad
+stored footers ignored, and eviction under the memory budget never changing an answer."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ampd.sql.catalog import CommittedFile
 from ampd.sql.footer_cache import FooterCache
 from ampd.storage.cloud import CloudStore, open_cloud_store
 from ampd.storage.footer import InvalidFooter, footer_bytes, parse_footer
+from ampd.storage.store import LocalStore, ObjectStore
 from support.s3 import S3Endpoint, moto_s3
 
 SCHEMA = pa.schema([("block_num", pa.uint64(), False), ("value", pa.int64())])
@@ -39,8 +40,16 @@ def store(s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cl
     return open_cloud_store(f"s3://{bucket}/data")
 
 
+@pytest.fixture(params=["s3", "local"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """The S3 store, or a local data dir (whose tables of many files use the cache too)."""
+    if request.param == "s3":
+        return request.getfixturevalue("store")
+    return LocalStore(tmp_path / "data")
+
+
 async def write(
-    store: CloudStore, file_id: int, first: int, rows: int
+    store: ObjectStore, file_id: int, first: int, rows: int
 ) -> tuple[CommittedFile, bytes]:
     """A committed-looking file of `rows` blocks from `first`, and its footer."""
     staging = store.new_staging_file(".parquet")
@@ -76,7 +85,8 @@ def test_footer_bytes_are_the_end_of_the_file_and_parse_back(tmp_path: Path) -> 
         footer_bytes(tmp_path / "short")
 
 
-async def test_tables_are_planned_from_stored_footers(store: CloudStore) -> None:
+async def test_tables_are_planned_from_stored_footers(any_store: ObjectStore) -> None:
+    store = any_store
     written = [await write(store, i, i * 10, 10) for i in range(1, 6)]
     files = [f for f, _ in written]
     cache = FooterCache(store, budget_bytes=1 << 30)
@@ -91,8 +101,9 @@ async def test_tables_are_planned_from_stored_footers(store: CloudStore) -> None
 
 
 async def test_files_without_a_usable_stored_footer_are_read_from_the_store(
-    store: CloudStore,
+    any_store: ObjectStore,
 ) -> None:
+    store = any_store
     written = [await write(store, i, i * 10, 10) for i in range(1, 4)]
     files = [f for f, _ in written]
     stored = {written[0][0].id: written[0][1], written[1][0].id: b"not a footer"}  # none for 3
@@ -105,7 +116,8 @@ async def test_files_without_a_usable_stored_footer_are_read_from_the_store(
     assert cache.misses == 0
 
 
-async def test_eviction_keeps_the_budget_and_the_answers(store: CloudStore) -> None:
+async def test_eviction_keeps_the_budget_and_the_answers(any_store: ObjectStore) -> None:
+    store = any_store
     written = [await write(store, i, i * 10, 10) for i in range(1, 7)]
     files = [f for f, _ in written]
     one = len(written[0][1])
@@ -117,7 +129,8 @@ async def test_eviction_keeps_the_budget_and_the_answers(store: CloudStore) -> N
     assert cache.misses == 4 and cache.hits == 2
 
 
-async def test_empty_files_and_an_unknown_key(store: CloudStore) -> None:
+async def test_empty_files_and_an_unknown_key(any_store: ObjectStore) -> None:
+    store = any_store
     written, footer = await write(store, 1, 0, 0)
     cache = FooterCache(store, budget_bytes=1 << 20)
     await cache.load([written], {written.id: footer})

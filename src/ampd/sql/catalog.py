@@ -58,7 +58,8 @@ class CatalogSnapshot:
     schemas: dict[str, RevisionTables] = field(default_factory=dict)
     version: int = 0
     data_dir: str = ""  # where the files are
-    footers: FooterCache | None = None  # a remote data dir's cached footers (footer_cache.py)
+    footers: FooterCache | None = None  # the data dir's cached footers (footer_cache.py)
+    remote: bool = False  # an object store: every table is read through `footers`
     providers_dir: str | None = None  # the providers eth_call uses (None: no eth_call)
 
     def datasets(self) -> set[str]:
@@ -81,11 +82,8 @@ class Catalog:
         self.data_dir = data_dir
         self.providers_dir = providers_dir
         self._store = open_store(data_dir)
-        self.footers = (
-            FooterCache(self._store, cache_size_mb * 1024 * 1024)
-            if isinstance(self._store, CloudStore)
-            else None
-        )
+        self.footers = FooterCache(self._store, cache_size_mb * 1024 * 1024)
+        self.remote = isinstance(self._store, CloudStore)
         self._snapshot: CatalogSnapshot | None = None
         self._stale = True
         self._lock = asyncio.Lock()
@@ -185,7 +183,7 @@ class Catalog:
             await self.footers.load(live, {r["file_id"]: bytes(r["footer"]) for r in rows})
         self._version += 1
         return CatalogSnapshot(
-            revisions, self._version, self.data_dir, self.footers, self.providers_dir
+            revisions, self._version, self.data_dir, self.footers, self.remote, self.providers_dir
         )
 
     def _location(self, key: str) -> str:

@@ -68,6 +68,11 @@ class ObjectStore(ABC):
     def open(self, key: str) -> pa.NativeFile:
         """A readable, seekable file for the object (for pyarrow readers). Raises ObjectNotFound."""
 
+    def open_sized(self, key: str, size: int) -> pa.NativeFile:
+        """Like `open`, for an object whose size is known (a remote store then needs no
+        request to learn it)."""
+        return self.open(key)
+
     @abstractmethod
     def url(self, key: str = "") -> str:
         """The object's URL (`file:///...`, later `s3://...`); the store's root for ""."""
