@@ -109,7 +109,7 @@ def test_a_local_table_of_many_files_is_planned_from_cached_footers_too(
     """A local data dir with a file per block (MANY_FILES or more per table) is planned from
     the footers in the metadata DB: with every file's own footer broken on disk, COUNT(*)
     and a sum over data pages still answer as before."""
-    from ampd.sql.engine import MANY_FILES
+    from ampd.sql.catalog import MANY_FILES
 
     url = create_database(pg_cluster)
     with Anvil(hardfork="cancun") as anvil:

@@ -143,13 +143,13 @@ def _table(
 ) -> Table:
     """One table: the union of its committed Parquet files with the extractor's schema (no
     footer inference). A remote data dir's tables, and a local one's of MANY_FILES files or
-    more, are read through cached footers (footer_cache.py); a local table of fewer files
-    natively by DataFusion, which scans a few large files faster but opens and parses every
-    file's footer for each query."""
+    more (`CatalogSnapshot.from_footers`), are read through cached footers (footer_cache.py);
+    a local table of fewer files natively by DataFusion, which scans a few large files faster
+    but opens and parses every file's footer for each query."""
     schema = TABLES[name]
     if not files:
         return ctx.from_arrow(schema.empty_table()).into_view()
-    if snapshot.footers is not None and (snapshot.remote or len(files) >= MANY_FILES):
+    if snapshot.from_footers(files):
         return Table(snapshot.footers.dataset(schema, files))
     frame = None
     for f in files:
@@ -249,10 +249,6 @@ class Limits:
         total = self.budget.total_mb
         return min(self.max_mem_mb, total) if self.max_mem_mb else total
 
-
-# From this many files a local table is planned from cached footers: DataFusion's own
-# per-file scans cost ~3 ms of planning and footer parsing per file and query.
-MANY_FILES = 64
 
 _OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 

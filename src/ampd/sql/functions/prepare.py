@@ -206,21 +206,26 @@ def prepare(ctx: SessionContext, sql: str, eth_callers: EthCallers | None = None
         ctx.register_udf(eth_call_fns.build(site, types, caller).udf(name))
         return name
 
-    for k, call in enumerate(found):
+    def typed(call: Call) -> str:
+        """A typed call's UDF: for its arguments' types when its literals tell them all,
+        else a probe that no call matches, whose refusal names the types (see below)."""
+        guess = [_guess(literal(a)) for a in call.args]
+        if all(g is not None for g in guess):
+            return register_typed(call, guess)
+        name = f"{call.name}__p{len(sites)}"
+        probe = [_NO_CALL] * (len(call.args) + 1)
+        ctx.register_udf(
+            Built(_raise("unresolved call"), probe, pa.field(name, pa.binary())).udf(name)
+        )
+        return name
+
+    for call in found:
         if call.name in _LITERAL:
             name, built = _literal_call(call)
             ctx.register_udf(built.udf(name))
         else:
             _arity(call)
-            name = f"{call.name}__p{k}"
-            guess = [_guess(literal(a)) for a in call.args]
-            if all(g is not None for g in guess):
-                name = _register_typed(ctx, call, guess)
-            else:
-                probe = [_NO_CALL] * (len(call.args) + 1)
-                ctx.register_udf(
-                    Built(_raise("unresolved call"), probe, pa.field(name, pa.binary())).udf(name)
-                )
+            name = typed(call)
         sites.append(_Site(call, name))
     for q in qualified:
         if eth_callers is None:
@@ -228,16 +233,7 @@ def prepare(ctx: SessionContext, sql: str, eth_callers: EthCallers | None = None
         callers[q.call.token.start] = (q, eth_callers(q))
         if len(q.call.args) != 4:
             raise FunctionError(f"{q.written}: expected 4 arguments, but got {len(q.call.args)}")
-        guess = [_guess(literal(a)) for a in q.call.args]
-        if all(g is not None for g in guess):
-            name = register_typed(q.call, guess)
-        else:
-            name = f"{eth_call_fns.NAME}__p{len(sites)}"
-            probe = [_NO_CALL] * (len(q.call.args) + 1)
-            ctx.register_udf(
-                Built(_raise("unresolved call"), probe, pa.field(name, pa.binary())).udf(name)
-            )
-        sites.append(_Site(q.call, name))
+        sites.append(_Site(q.call, typed(q.call)))
     tries = 2 * len(sites) + 1
     text = _render(sql, sites)
     while tries:
