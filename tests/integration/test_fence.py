@@ -191,7 +191,7 @@ async def test_completed_only_with_the_checkpoint_at_the_end(db: MetadataDb) -> 
 async def test_split_ends_the_segment_and_adds_the_rest_as_pending(db: MetadataDb) -> None:
     fence = await fence_for(db, "w1", 1)
     await fence.commit(group(0, 19, "a"))
-    new_id = await fence.split(1, 99, 60)
+    (new_id,) = await fence.split(1, 99, [60])
     first, rest = await segment_rows(db)
     assert (first["start_block"], first["end_block"], first["status"]) == (0, 59, "RUNNING")
     assert rest["id"] == new_id
@@ -202,7 +202,7 @@ async def test_split_ends_the_segment_and_adds_the_rest_as_pending(db: MetadataD
         {"segment_id": first["id"], "new_segment_id": new_id, "split_block": 60, "end_block": 99}
     ]
     with pytest.raises(FenceLost):  # the old end is gone: a repeated split does not land
-        await fence.split(1, 99, 80)
+        await fence.split(1, 99, [80])
     with pytest.raises(FenceLost):
         await fence.commit(group(20, 60, "past"))
     await fence.commit(group(20, 59, "b"))
@@ -210,15 +210,36 @@ async def test_split_ends_the_segment_and_adds_the_rest_as_pending(db: MetadataD
     assert [r["status"] for r in await segment_rows(db)] == ["COMPLETED", "PENDING"]
 
 
+async def test_a_split_for_several_workers_makes_a_segment_for_each(db: MetadataDb) -> None:
+    fence = await fence_for(db, "w1", 1)
+    await fence.commit(group(0, 19, "a"))
+    new_ids = await fence.split(1, 99, [40, 60, 80])
+    rows = await segment_rows(db)
+    assert [(r["start_block"], r["end_block"], r["status"]) for r in rows] == [
+        (0, 39, "RUNNING"), (40, 59, "PENDING"), (60, 79, "PENDING"), (80, 99, "PENDING"),
+    ]  # fmt: skip
+    assert [r["id"] for r in rows[1:]] == new_ids
+    events = await db.fetch_all("list_job_events", {"job_id": 1})
+    assert [
+        (e["detail"]["new_segment_id"], e["detail"]["split_block"], e["detail"]["end_block"])
+        for e in events
+        if e["event_type"] == "SEGMENT_SPLIT"
+    ] == [(new_ids[0], 40, 59), (new_ids[1], 60, 79), (new_ids[2], 80, 99)]
+    for bad in ([], [60, 40], [40, 40], [40, 100]):
+        with pytest.raises(ValueError, match="not ascending"):
+            await fence.split(1, 99, bad)
+    assert len(await segment_rows(db)) == 4, "a refused split changes nothing"
+
+
 async def test_split_is_fenced(db: MetadataDb) -> None:
     fence = await fence_for(db, "w1", 1)
     await fence.commit(group(0, 59, "a"))
     with pytest.raises(FenceLost):  # below the checkpoint: those blocks are committed
-        await fence.split(1, 99, 50)
+        await fence.split(1, 99, [50])
     with pytest.raises(FenceLost):  # another owner's epoch
-        await (await fence_for(db, "w2", 1)).split(1, 99, 80)
+        await (await fence_for(db, "w2", 1)).split(1, 99, [80])
     async with db.connection() as conn:
         await conn.execute("UPDATE segments SET node_id = 'w2', epoch = 2")
     with pytest.raises(FenceLost):  # reassigned
-        await fence.split(1, 99, 80)
+        await fence.split(1, 99, [80])
     assert [(r["end_block"]) for r in await segment_rows(db)] == [99]

@@ -83,10 +83,9 @@ def choose_splits(
     segment is still ASSIGNED (its run has not started, so it cannot split yet) the worker
     waits for it instead of splitting a smaller remainder. Idle workers left over (more of
     them than segments) count toward the first chosen segment that admits them: a segment
-    split for k workers keeps 1/(k+1) of its remainder and hands k/(k+1) to the first of
-    them, whose part the next pass splits for the others. So two workers joining a
-    one-segment job end with a third of the remainder each, not with a half and two
-    quarters.
+    split for k workers keeps 1/(k+1) of its remainder and hands the rest over as k new
+    segments, one for each. So two workers joining a one-segment job end with a third of
+    the remainder each, not with a half and two quarters.
     """
     chosen: list[list[Any]] = []
     taken = set(recently_asked)

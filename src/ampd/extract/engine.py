@@ -108,24 +108,29 @@ class RangeBounds:
 
     `first_unrequested` is the first block no fetch has been started for: the producer moves
     it right after starting each fetch, and reads `end` before each. Blocks from there on
-    can be given away. Created by the caller, handed to `extract_range`, which attaches its
-    table writers (they close their files at `end`).
+    can be given away. `first_pending` is the first block whose fetch has not come back
+    yet: what lies between the two is in flight, and is counted in the owner's share of a
+    split. Created by the caller, handed to `extract_range`, which attaches its table
+    writers (they close their files at `end`).
     """
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.first_unrequested: int | None = None  # None until the extraction starts
+        self.first_pending: int | None = None
         self._writers: list[TableWriter] = []
 
     def start(self, first: int, writers: Sequence[TableWriter]) -> None:
         self.first_unrequested = first
+        self.first_pending = first
         self._writers = list(writers)
 
     def split(self, min_blocks: int, parts: int = 2) -> int | None:
-        """Keep the first 1/`parts` of the blocks not requested yet and give the rest away:
-        the range now ends before the returned block, which the extraction will never
-        request. None (nothing changes) before the extraction starts or when fewer than
-        `min_blocks` (and at least `parts`) blocks are left to request."""
+        """Keep a 1/`parts` share of the blocks not fetched yet (those in flight first) and
+        give the rest away: the range now ends before the returned block, which the
+        extraction will never request. The share is never less than what is in flight. None
+        (nothing changes) before the extraction starts or when fewer than `min_blocks` (and
+        at least `parts`) blocks are left to request."""
         if parts < 2:
             raise ValueError(f"a split needs at least 2 parts, not {parts}")
         first = self.first_unrequested
@@ -134,11 +139,21 @@ class RangeBounds:
         remaining = self.end - first + 1
         if remaining < max(min_blocks, parts):
             return None
-        split_at = first + remaining // parts
+        pending = first if self.first_pending is None else min(self.first_pending, first)
+        split_at = max(first, pending + (self.end - pending + 1) // parts)
         self.end = split_at - 1
         for writer in self._writers:
             writer.end_block = self.end  # the open files close at the new end
         return split_at
+
+
+def shares(first: int, end: int, parts: int) -> list[int]:
+    """The first block of each of `parts` consecutive shares of `first..end`, as even as
+    can be (the later shares one block larger when it does not divide)."""
+    size = end - first + 1
+    if parts < 1 or size < parts:
+        raise ValueError(f"{size} blocks cannot make {parts} parts")
+    return [first + size * i // parts for i in range(parts)]
 
 
 @dataclass
@@ -233,6 +248,7 @@ async def extract_range(
                     group.files.append(result)
                 rows[table] += batches[table].num_rows
             done_blocks += len(headers)
+            bounds.first_pending = headers[-1].number + 1
             if group.files or (stop is not None and stop.is_set()):
                 committed = await _commit_group(writers, group, on_commit, target, committed)
             if progress is not None:

@@ -195,47 +195,54 @@ class SegmentFence:
             await conn.execute("SELECT pg_notify(%s, %s)", (JOB_CHANGES_CHANNEL, str(job_id)))
         return row["attempts"]
 
-    async def split(self, job_id: int, old_end: int, first: int) -> int:
-        """End this segment at `first - 1` and give `first..old_end` to a new PENDING segment
-        of the job; returns the new segment's id.
+    async def split(self, job_id: int, old_end: int, starts: Sequence[int]) -> list[int]:
+        """End this segment at `starts[0] - 1` and give `starts[0]..old_end` to new PENDING
+        segments of the job, one from each of `starts` (ascending) to the next; returns
+        their ids.
 
         One transaction: the shortened end (only while the end is still `old_end`), the new
-        segment, a SEGMENT_SPLIT job event, and a `job_changes` notification. The caller
-        must never request a block from `first` on. Raises FenceLost when the segment is
-        not ours any more, or its end is not `old_end`.
+        segments, a SEGMENT_SPLIT job event for each, and a `job_changes` notification. The
+        caller must never request a block from `starts[0]` on. Raises FenceLost when the
+        segment is not ours any more, or its end is not `old_end`.
         """
+        if not starts or list(starts) != sorted(set(starts)) or starts[-1] > old_end:
+            raise ValueError(f"split starts {list(starts)} are not ascending within ..{old_end}")
+        ends = [*(start - 1 for start in starts[1:]), old_end]
+        new_ids: list[int] = []
         async with self.db.transaction() as conn:
             moved = await fetch_one(
                 conn,
                 "fence_split_segment",
-                {**self._key(), "old_end": old_end, "new_end": first - 1},
+                {**self._key(), "old_end": old_end, "new_end": starts[0] - 1},
             )
             if moved is None:
                 raise self._lost()
-            new = await fetch_one(
-                conn,
-                "insert_segment",
-                {
-                    "job_id": job_id,
-                    "start_block": first,
-                    "end_block": old_end,
-                    "checkpoint_block": None,
-                },
-            )
-            await record_event(
-                conn,
-                job_id,
-                "SEGMENT_SPLIT",
-                self.fence.node_id,
-                {
-                    "segment_id": self.fence.segment_id,
-                    "new_segment_id": new["id"],
-                    "split_block": first,
-                    "end_block": old_end,
-                },
-            )
+            for start, end in zip(starts, ends, strict=True):
+                new = await fetch_one(
+                    conn,
+                    "insert_segment",
+                    {
+                        "job_id": job_id,
+                        "start_block": start,
+                        "end_block": end,
+                        "checkpoint_block": None,
+                    },
+                )
+                new_ids.append(new["id"])
+                await record_event(
+                    conn,
+                    job_id,
+                    "SEGMENT_SPLIT",
+                    self.fence.node_id,
+                    {
+                        "segment_id": self.fence.segment_id,
+                        "new_segment_id": new["id"],
+                        "split_block": start,
+                        "end_block": end,
+                    },
+                )
             await conn.execute("SELECT pg_notify(%s, %s)", (JOB_CHANGES_CHANNEL, str(job_id)))
-        return new["id"]
+        return new_ids
 
     async def rewind(self, manifest_hash: str, ancestor: int) -> list[str]:
         """After a reorg: retire the files past `ancestor` and move the checkpoint back.

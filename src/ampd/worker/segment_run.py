@@ -4,8 +4,8 @@ Bounded segments run to their end block and complete. The open tail of a continu
 follows the head every `poll_interval_secs`, checking each new block's parent against the
 last committed hash to catch reorgs. Every file group is committed through the fence.
 
-A bounded run asked to split (an idle worker is waiting) ends its extraction earlier, at
-the middle of what it has not requested yet, and records the new segment for the rest.
+A bounded run asked to split into p parts (p - 1 idle workers are waiting) keeps a 1/p
+share of what it has not fetched yet and records p - 1 even new segments for the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ampd.extract.engine import (
     ReorgDetected,
     Tuning,
     extract_range,
+    shares,
     unless_stopped,
 )
 from ampd.extract.fetch_processes import FetchProcesses
@@ -246,9 +247,9 @@ class SegmentRun:
         )
 
     def request_split(self, min_blocks: int, parts: int = 2) -> None:
-        """Split off all but the first 1/`parts` of what the bounded extraction has not
-        requested yet (if at least `min_blocks`) into a new segment, recorded in the
-        background. Ignored
+        """Split off all but a 1/`parts` share of what the bounded extraction has not fetched
+        yet (if at least `min_blocks` are not requested) into `parts - 1` new segments,
+        recorded in the background. Ignored
         before the extraction starts, once stopping, while a split is being recorded, and
         after one whose record may not have landed."""
         bounds, fence, seg = self._bounds, self._fence, self.segment
@@ -268,14 +269,16 @@ class SegmentRun:
         # From here on the run ends at first - 1, whatever becomes of the record: if it does
         # not land, completion is refused and the segment runs again from its checkpoint.
         self.segment = replace(seg, end_block=first - 1)
+        # What is given away makes one new segment for each of the other parts.
+        starts = shares(first, old_end, parts - 1)
         self._split = asyncio.create_task(
-            self._record_split(fence, old_end, first), name=f"split-{seg.id}"
+            self._record_split(fence, old_end, starts), name=f"split-{seg.id}"
         )
 
-    async def _record_split(self, fence: SegmentFence, old_end: int, first: int) -> None:
-        seg = self.segment
+    async def _record_split(self, fence: SegmentFence, old_end: int, starts: list[int]) -> None:
+        seg, first = self.segment, starts[0]
         try:
-            new_id = await fence.split(seg.job_id, old_end, first)
+            new_ids = await fence.split(seg.job_id, old_end, starts)
         except FenceLost as exc:
             log.warning("%s; stopping it", exc)
             self.request_stop(StopMode.ABORT)
@@ -292,12 +295,12 @@ class SegmentRun:
             )
             return
         log.info(
-            "segment %d: split at block %d: blocks %d..%d are new segment %d",
+            "segment %d: split at block %d: blocks %d..%d are new segment(s) %s",
             seg.id,
             first,
             first,
             old_end,
-            new_id,
+            ", ".join(map(str, new_ids)),
         )
 
     async def _follow_head(
