@@ -105,11 +105,11 @@ class Config(_Section):
     max_mem_mb: int = Field(0, ge=0)
     query_max_mem_mb: int = Field(0, ge=0)
     query_timeout_secs: float = Field(300.0, ge=0)
+    server_microbatch_max_interval: int = Field(1000, ge=1)  # blocks per streaming microbatch
     writer: WriterConfig = WriterConfig()
     # Accepted so that Amp's config files load unchanged; ampd does not use them.
     spill_location: list[str] | None = None
     microbatch_max_interval: int | None = None
-    server_microbatch_max_interval: int | None = None
     keep_alive_interval: int | None = None
     opentelemetry: dict[str, Any] | None = None
     worker_events: dict[str, Any] | None = None

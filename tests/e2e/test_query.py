@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 import time
 import zlib
@@ -551,13 +552,82 @@ def test_queries_during_extraction_see_whole_files_only(
     del partial, anvil
 
 
+class StreamReader:
+    """A streaming Flight query read on a thread: each chunk's rows and app_metadata."""
+
+    def __init__(self, env: dict, sql: str, resume: dict | None = None) -> None:
+        client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+        headers = [(b"amp-stream", b"true")]
+        if resume is not None:
+            headers.append((b"amp-resume", json.dumps(resume).encode()))
+        options = flight.FlightCallOptions(headers=headers)
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+        self.reader = client.do_get(info.endpoints[0].ticket, options)
+        self.chunks: list[tuple[list[int], dict | None]] = []  # (block_num values, metadata)
+        self.errors: list[Exception] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while not self._done.is_set():
+                chunk = self.reader.read_chunk()
+                rows = chunk.data.column("block_num").to_pylist() if chunk.data is not None else []
+                meta = chunk.app_metadata
+                self.chunks.append((rows, json.loads(meta.to_pybytes()) if meta else None))
+        except Exception as exc:  # noqa: BLE001 - the stream is cancelled at the end
+            if not self._done.is_set():
+                self.errors.append(exc)
+
+    @property
+    def received(self) -> list[int]:
+        return [n for rows, _ in list(self.chunks) for n in rows]
+
+    def close(self) -> None:
+        self._done.set()
+        self.reader.cancel()
+        self._thread.join(10)
+
+
+def assert_amp_microbatches(chunks: list[tuple[list[int], dict | None]], anvil: Anvil) -> None:
+    """Amp's protocol: every batch carries its block ranges (numbers, network, the end
+    block's hash, the start block's parent hash); data batches say ranges_complete false,
+    and each microbatch ends with an empty batch saying true, with the same ranges."""
+    assert chunks and all(meta is not None for _, meta in chunks), "a batch without metadata"
+    open_ranges = None
+    for rows, meta in chunks:
+        assert meta is not None and meta["ranges"], meta
+        for r in meta["ranges"]:
+            start, end = r["numbers"]["start"], r["numbers"]["end"]
+            assert r["network"] == "anvil"
+            assert r["hash"] == anvil.block(end, False)["hash"]
+            assert r["prev_hash"] == anvil.block(start, False)["parentHash"]
+            assert not rows or start <= min(rows) <= max(rows) <= end
+        if meta["ranges_complete"]:
+            assert rows == [], "the batch that ends a microbatch is empty"
+            assert open_ranges in (None, meta["ranges"])
+            open_ranges = None
+        else:
+            assert open_ranges in (None, meta["ranges"]), "a microbatch's batches share ranges"
+            open_ranges = meta["ranges"]
+    assert open_ranges is None, "the last microbatch was not ended"
+
+
+def ensure_a_worker(cluster: Cluster) -> None:
+    if not any(
+        name.startswith(("w", "slow")) and proc.popen.poll() is None
+        for name, proc in cluster.procs.items()
+    ):
+        cluster.start_worker(f"w{len(cluster.procs)}")
+
+
 def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
     cluster, anvil = env["cluster"], env["anvil"]
     cluster.register(
         name="tail", manifest={"kind": "evm-rpc", "network": "anvil", "start_block": 0}
     )
-    if "w" in cluster.procs and cluster.procs["w"].popen.poll() is not None:
-        cluster.start_worker("w2")
+    ensure_a_worker(cluster)
     job_id = cluster.deploy({"end_block": None}, ref="test/tail/versions/1.0.0")
     head = anvil.block_number()
     cluster.wait_until(
@@ -566,44 +636,127 @@ def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
         ),
         what="the tail job caught up",
     )
-    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
-    descriptor = flight.FlightDescriptor.for_command(
-        b'SELECT block_num, hash FROM "test/tail".blocks WHERE block_num > 5'
-    )
-    options = flight.FlightCallOptions(headers=[(b"amp-stream", b"true")])
-    info = client.get_flight_info(descriptor, options)
-    reader = client.do_get(info.endpoints[0].ticket, options)
-    received: list[int] = []
-    metadata: list[dict] = []
-    errors: list[Exception] = []
-    done = threading.Event()
+    stream = StreamReader(env, 'SELECT block_num, hash FROM "test/tail".blocks WHERE block_num > 5')
+    try:
+        cluster.wait_until(
+            lambda: len(stream.received) >= head - 5 or stream.errors, what="the committed rows"
+        )
+        assert not stream.errors, stream.errors
+        new_head = anvil.mine(3)
+        cluster.wait_until(
+            lambda: stream.received and stream.received[-1] >= new_head,
+            timeout=30,
+            what="the new blocks streamed",
+        )
+        cluster.wait_until(
+            lambda: stream.chunks[-1][1] and stream.chunks[-1][1]["ranges_complete"],
+            what="the microbatch ended",
+        )
+    finally:
+        stream.close()
+    assert stream.received == list(range(6, new_head + 1)), stream.received
+    assert_amp_microbatches(stream.chunks, anvil)
+    backfill = stream.chunks[0][1]
+    assert backfill is not None and backfill["ranges"][0]["numbers"]["start"] == 0
+    assert backfill["ranges"][0]["numbers"]["end"] == head, "the backfill says what it covers"
 
-    def read() -> None:
-        try:
-            while not done.is_set():
-                chunk = reader.read_chunk()
-                if chunk.data is not None:
-                    received.extend(chunk.data.column("block_num").to_pylist())
-                if chunk.app_metadata is not None:
-                    metadata.append(json.loads(chunk.app_metadata.to_pybytes()))
-        except Exception as exc:  # noqa: BLE001 - the stream is cancelled at the end
-            errors.append(exc)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    cluster.wait_until(lambda: len(received) >= head - 5 or errors, what="the committed rows")
-    assert not errors, errors
-    new_head = anvil.mine(3)
+    # Resumed from the cursor of the last microbatch it finished: only what came after.
+    last = stream.chunks[-1][1]
+    assert last is not None and last["ranges_complete"]
+    end, end_hash = last["ranges"][0]["numbers"]["end"], last["ranges"][0]["hash"]
+    later = anvil.mine(2)
+    sql = 'SELECT block_num FROM "test/tail".blocks'
     cluster.wait_until(
-        lambda: received and received[-1] >= new_head, timeout=30, what="the new blocks streamed"
+        lambda: (
+            lines(post(env, 'SELECT max(block_num) AS m FROM "test/tail".blocks'))[0]["m"] == later
+        ),
+        what="the tail job caught up again",
     )
-    done.set()
-    reader.cancel()
-    tail = received[head - 5 :]
-    assert tail == list(range(head + 1, new_head + 1)), tail
-    assert any(m["ranges"] for m in metadata), "new ranges are tagged in app_metadata"
+    again = StreamReader(env, sql, resume={"anvil": {"number": end, "hash": end_hash}})
+    try:
+        cluster.wait_until(
+            lambda: (again.received and again.received[-1] >= later) or again.errors,
+            what="the resumed stream",
+        )
+        time.sleep(0.5)  # anything more (a resent block) would arrive meanwhile
+    finally:
+        again.close()
+    assert not again.errors, again.errors
+    assert again.received == list(range(end + 1, later + 1)), again.received
+    assert_amp_microbatches(again.chunks, anvil)
+    # A cursor on another chain (its hash is not ours): the stream starts over.
+    forked = StreamReader(env, sql, resume={"anvil": {"number": end, "hash": "0x" + "ab" * 32}})
+    try:
+        cluster.wait_until(
+            lambda: (forked.received and forked.received[-1] >= later) or forked.errors,
+            what="the stream from a forked cursor",
+        )
+    finally:
+        forked.close()
+    assert forked.received == list(range(0, later + 1)), "not started over"
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    for bad, expected in (
+        (b"{not json", "amp-resume is not JSON"),
+        (b'{"anvil": {"number": -1, "hash": "0x00"}}', "amp-resume['anvil']"),
+    ):
+        options = flight.FlightCallOptions(headers=[(b"amp-stream", b"true"), (b"amp-resume", bad)])
+        with pytest.raises(pa.ArrowInvalid, match=re.escape(expected)):
+            client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
     with cluster.api() as api:
         api.put(f"/jobs/{job_id}/stop")
+
+
+def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
+    """Two datasets with the same tables follow the head and commit the same new blocks at
+    once; a streaming query over one of them receives each of its blocks once."""
+    cluster, anvil = env["cluster"], env["anvil"]
+    jobs = []
+    for name, start in (("twin_a", 2), ("twin_b", 3)):  # two manifests: two revisions
+        cluster.register(
+            name=name, manifest={"kind": "evm-rpc", "network": "anvil", "start_block": start}
+        )
+    ensure_a_worker(cluster)
+    for name in ("twin_a", "twin_b"):
+        jobs.append(cluster.deploy({"end_block": None}, ref=f"test/{name}/versions/1.0.0"))
+    head = anvil.block_number()
+
+    def caught_up() -> bool:
+        return all(
+            lines(post(env, f'SELECT max(block_num) AS m FROM "test/{n}".blocks'))[0]["m"] == head
+            for n in ("twin_a", "twin_b")
+        )
+
+    cluster.wait_until(caught_up, what="both datasets caught up")
+    stream = StreamReader(env, 'SELECT block_num FROM "test/twin_a".blocks')
+    try:
+        cluster.wait_until(
+            lambda: len(stream.received) >= head - 1 or stream.errors, what="the backfill"
+        )
+        new_head = head
+        for _ in range(3):  # both jobs commit each new block, at about the same moment
+            new_head = anvil.mine(2)
+            cluster.wait_until(
+                lambda: stream.received and stream.received[-1] >= new_head,  # noqa: B023
+                timeout=30,
+                what="the new blocks streamed",
+            )
+        cluster.wait_until(
+            caught_up_to(env, "twin_b", new_head), what="the other dataset's commits"
+        )
+        time.sleep(1.0)  # time for a wrongly routed microbatch to arrive
+    finally:
+        stream.close()
+    assert not stream.errors, stream.errors
+    assert stream.received == list(range(2, new_head + 1)), "a block missing or sent twice"
+    assert_amp_microbatches(stream.chunks, anvil)
+    with cluster.api() as api:
+        for job_id in jobs:
+            api.put(f"/jobs/{job_id}/stop")
+
+
+def caught_up_to(env: dict, name: str, block: int):  # noqa: ANN201
+    sql = f'SELECT max(block_num) AS m FROM "test/{name}".blocks'
+    return lambda: lines(post(env, sql))[0]["m"] == block
 
 
 def test_memory_limit_fails_the_query_with_a_clear_error(env: dict) -> None:

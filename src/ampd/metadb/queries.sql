@@ -343,7 +343,7 @@ ORDER BY r.table_name, f.start_block;
 -- catalog_files --
 -- Every active table revision with its live files (a table without files still appears).
 SELECT r.manifest_hash, r.table_name, f.id, f.path, f.start_block, f.end_block, f.row_count,
-       f.object_size
+       f.object_size, f.hash, f.prev_hash
 FROM table_revisions r
 LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
 WHERE r.active

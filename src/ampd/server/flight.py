@@ -7,7 +7,7 @@ the record batches as DataFusion produces them.
 
 Streaming queries (`SETTINGS stream = true`, or the `amp-stream: true` header) first send
 what is committed, then stay open and send the rows of each newly committed block range, in
-block order, each batch tagged with its range in `app_metadata`.
+block order, as microbatches in Amp's protocol (sql/microbatches.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,19 @@ import pyarrow.flight as flight
 from ampd.config import split_addr
 from ampd.logs import get_logger
 from ampd.sql.batches import BatchStream
-from ampd.sql.catalog import Catalog, CatalogSnapshot, CommittedFile
-from ampd.sql.engine import Limits, QueryError, parse_query, plan
+from ampd.sql.catalog import Catalog, CatalogSnapshot
+from ampd.sql.engine import Limits, QueryError, parse_query, plan, query_tables
+from ampd.sql.microbatches import (
+    Cursor,
+    CursorError,
+    Microbatch,
+    committed,
+    end_of,
+    metadata,
+    new_microbatches,
+    parse_cursor,
+    resumed,
+)
 
 log = get_logger("server")
 
@@ -107,6 +118,17 @@ def _headers(context: flight.ServerCallContext) -> dict[str, str]:
     return headers
 
 
+def _stream_header(headers: dict[str, str], setting: bool) -> bool:
+    """Whether the query streams: the `amp-stream` header (true/1, false/0) overrides the
+    query's `SETTINGS stream`."""
+    value = headers.get("amp-stream", "").strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    return setting
+
+
 class _HeaderMiddleware(flight.ServerMiddleware):
     def __init__(self, headers: dict[str, Any]) -> None:
         self.headers = headers
@@ -119,12 +141,18 @@ class _HeaderMiddlewareFactory(flight.ServerMiddlewareFactory):
 
 class _Server(flight.FlightServerBase):
     def __init__(
-        self, location: str, catalog: Catalog, limits: Limits, loop: asyncio.AbstractEventLoop
+        self,
+        location: str,
+        catalog: Catalog,
+        limits: Limits,
+        loop: asyncio.AbstractEventLoop,
+        microbatch_blocks: int = 1000,
     ) -> None:
         super().__init__(location, middleware={"headers": _HeaderMiddlewareFactory()})
         self._catalog = catalog
         self._limits = limits
         self._loop = loop
+        self._microbatch_blocks = microbatch_blocks
 
     def _snapshot(self) -> CatalogSnapshot:
         return self._run(self._catalog.snapshot())
@@ -137,44 +165,59 @@ class _Server(flight.FlightServerBase):
         try:
             sql = command_sql(descriptor.command)
             parsed = parse_query(sql)
-            stream = parsed.stream or _headers(context).get("amp-stream", "").lower() == "true"
+            headers = _headers(context)
+            stream = _stream_header(headers, parsed.stream)
+            resume = headers.get("amp-resume", "")
+            if stream:
+                parse_cursor(resume)  # a malformed cursor is refused here, before DoGet
             frame = plan(parsed.sql, self._snapshot(), self._limits)
             if stream:
                 _check_incremental(frame)
             schema = frame.schema()
         except QueryError as exc:
             raise _flight_error(exc) from None
+        except CursorError as exc:
+            raise pa.ArrowInvalid(f"INVALID_ARGUMENT: {exc}") from None
         except UnicodeDecodeError:
             raise pa.ArrowInvalid("INVALID_SQL_STRING: the query is not valid UTF-8") from None
-        ticket = flight.Ticket(json.dumps({"sql": parsed.sql, "stream": stream}).encode())
+        ticket = flight.Ticket(
+            json.dumps({"sql": parsed.sql, "stream": stream, "resume": resume}).encode()
+        )
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
 
     def do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
+        headers = _headers(context)
         try:
             request = json.loads(ticket.ticket)
             sql, stream = request["sql"], bool(request.get("stream"))
+            resume = str(request.get("resume") or headers.get("amp-resume", ""))
         except (ValueError, KeyError, TypeError):
             # A client may also send the SQL itself as the ticket.
             try:
                 parsed = parse_query(ticket.ticket)
             except QueryError as exc:
                 raise _flight_error(exc) from None
-            sql, stream = parsed.sql, parsed.stream
-        stream = stream or _headers(context).get("amp-stream", "").lower() == "true"
+            sql, stream = parsed.sql, _stream_header(headers, parsed.stream)
+            resume = headers.get("amp-resume", "")
+        try:
+            cursor = parse_cursor(resume) if stream else None
+        except CursorError as exc:
+            raise pa.ArrowInvalid(f"INVALID_ARGUMENT: {exc}") from None
         try:
             snapshot = self._snapshot()
             frame = plan(sql, snapshot, self._limits)
             if stream:
                 _check_incremental(frame)
+                # Each microbatch runs a plan of its own files: this one gave the schema.
+                return flight.GeneratorStream(
+                    frame.schema(), self._streaming(sql, snapshot, frame.schema(), context, cursor)
+                )
             batches = self._run(BatchStream.open(frame, self._limits, snapshot))
         except QueryError as exc:
             raise _flight_error(exc) from None
-        schema = batches.schema
-        if not stream:
-            return flight.GeneratorStream(schema, self._batches(batches))
-        return flight.GeneratorStream(schema, self._streaming(sql, snapshot, batches, context))
+        return flight.GeneratorStream(batches.schema, self._batches(batches))
 
     def _run(self, coroutine):  # noqa: ANN001, ANN202
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -189,45 +232,42 @@ class _Server(flight.FlightServerBase):
         self,
         sql: str,
         snapshot: CatalogSnapshot,
-        first: BatchStream,
+        schema: pa.Schema,
         context: flight.ServerCallContext,
+        cursor: Cursor | None = None,
     ) -> Iterator[Any]:
-        """The committed rows, then each newly committed block range as it lands."""
-        seen = {
-            f.id
-            for rev in snapshot.schemas.values()
-            for files in rev.tables.values()
-            for f in files
-        }
+        """What is committed (after `cursor`'s blocks), then each block range committed
+        since, in block order, as microbatches (sql/microbatches.py)."""
+        seen: set[int] = set()
+        if cursor:
+            seen.update(resumed(query_tables(sql, snapshot), cursor))
+        pending = committed(query_tables(sql, snapshot), frozenset(seen), self._microbatch_blocks)
         try:
-            for batch in first.iterate_from_thread(self._loop):
-                yield (
-                    batch,
-                    pa.py_buffer(json.dumps({"ranges": [], "ranges_complete": True}).encode()),
-                )
-            while not context.is_cancelled():
-                current = self._wait_for_change(snapshot.version)
-                if current is None:
-                    continue
-                snapshot = current
-                for (start, end), files in _new_ranges(snapshot, seen):
-                    frame = plan(sql, snapshot, self._limits, only=files)
-                    metadata = pa.py_buffer(
-                        json.dumps(
-                            {
-                                "ranges": [{"numbers": {"start": start, "end": end}}],
-                                "ranges_complete": True,
-                            }
-                        ).encode()
-                    )
-                    batches = self._run(
-                        BatchStream.open(frame, replace(self._limits, timeout_secs=0), snapshot)
-                    )
-                    for batch in batches.iterate_from_thread(self._loop):
-                        yield batch, metadata
-                    seen.update(f.id for fs in files.values() for f in fs)
+            while True:
+                for batch in pending:
+                    yield from self._microbatch(sql, snapshot, batch)
+                    yield end_of(schema, batch)
+                    seen.update(batch.files)
+                pending = []
+                while not context.is_cancelled() and not pending:
+                    current = self._wait_for_change(snapshot.version)
+                    if current is not None:
+                        snapshot = current
+                        pending = new_microbatches(query_tables(sql, snapshot), seen)
+                if context.is_cancelled():
+                    return
         except QueryError as exc:
             raise _flight_error(exc) from None
+
+    def _microbatch(self, sql: str, snapshot: CatalogSnapshot, batch: Microbatch) -> Iterator[Any]:
+        """The query's rows in the files of one microbatch, one block range after the other
+        (no time limit: a stream lasts), each tagged with the microbatch's ranges."""
+        limits = replace(self._limits, timeout_secs=0)
+        for part in batch.parts:
+            frame = plan(sql, snapshot, self._limits, only=part)
+            rows = self._run(BatchStream.open(frame, limits, snapshot))
+            for data in rows.iterate_from_thread(self._loop):
+                yield data, metadata(batch.ranges, False)
 
     def _wait_for_change(self, version: int) -> CatalogSnapshot | None:
         async def wait() -> CatalogSnapshot | None:
@@ -255,31 +295,18 @@ def _check_incremental(frame) -> None:  # noqa: ANN001
             )
 
 
-def _new_ranges(
-    snapshot: CatalogSnapshot, seen: set[int]
-) -> list[tuple[tuple[int, int], dict[str, tuple[CommittedFile, ...]]]]:
-    """Files committed since `seen`, grouped by block range (all tables), in block order."""
-    groups: dict[tuple[int, int], dict[str, list[CommittedFile]]] = {}
-    for revision in snapshot.schemas.values():
-        for table, files in revision.tables.items():
-            for f in files:
-                if f.id not in seen:
-                    tables = groups.setdefault((f.start_block, f.end_block), {})
-                    if f not in tables.setdefault(table, []):
-                        tables[table].append(f)
-    return [
-        (span, {table: tuple(files) for table, files in groups[span].items()})
-        for span in sorted(groups)
-    ]
-
-
 class FlightService:
     """The Flight server on its own thread, started and stopped from the event loop."""
 
-    def __init__(self, catalog: Catalog, limits: Limits, addr: str) -> None:
+    def __init__(
+        self, catalog: Catalog, limits: Limits, addr: str, microbatch_blocks: int = 1000
+    ) -> None:
+        """`microbatch_blocks`: the most blocks a streaming query's microbatch spans
+        (`server_microbatch_max_interval`)."""
         self._catalog = catalog
         self._limits = limits
         self._addr = addr
+        self._microbatch_blocks = microbatch_blocks
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -293,7 +320,11 @@ class FlightService:
         location = f"grpc+tcp://{host}:{port}"
         try:
             self._server = _Server(
-                location, self._catalog, self._limits, asyncio.get_running_loop()
+                location,
+                self._catalog,
+                self._limits,
+                asyncio.get_running_loop(),
+                self._microbatch_blocks,
             )
         except pa.ArrowException as exc:
             raise OSError(f"Flight server cannot listen on {self._addr}: {exc}") from exc

@@ -48,7 +48,12 @@ class QueryServer:
         if "flight" in self.services:
             from ampd.server.flight import FlightService
 
-            self.flight = FlightService(self.catalog, self.limits, self.config.flight_addr)
+            self.flight = FlightService(
+                self.catalog,
+                self.limits,
+                self.config.flight_addr,
+                self.config.server_microbatch_max_interval,
+            )
             await self.flight.start()
 
     async def stop(self) -> None:

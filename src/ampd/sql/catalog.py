@@ -40,6 +40,8 @@ class CommittedFile:
     rows: int
     key: str = ""  # the object key relative to the data dir
     size: int = 0  # the object's size in bytes
+    hash: str = ""  # 0x hex hash of end_block
+    prev_hash: str = ""  # 0x hex parent hash of start_block
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class Catalog:
                         rows=row["row_count"],
                         key=row["path"],
                         size=row["object_size"],
+                        hash="0x" + bytes(row["hash"]).hex(),
+                        prev_hash="0x" + bytes(row["prev_hash"]).hex(),
                     )
                 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
@@ -19,7 +20,7 @@ from datafusion.catalog import Catalog, Schema, Table
 from ampd.logs import get_logger
 from ampd.providers.config import ProviderConfigError, load_providers, select_providers
 from ampd.providers.evm_rpc.schema import TABLES
-from ampd.sql.catalog import CatalogSnapshot, CommittedFile
+from ampd.sql.catalog import CatalogSnapshot, CommittedFile, RevisionTables
 from ampd.sql.functions import (
     EthCaller,
     FunctionError,
@@ -165,11 +166,29 @@ def _lists_tables(sql: str) -> bool:
     return bool(_LISTING.search(_COMMENTS.sub(" ", sql)))
 
 
+def _named_tables(sql: str, snapshot: CatalogSnapshot) -> Iterator[tuple[str, str, RevisionTables]]:
+    """(schema name as written, table name, its revision) of each dataset table the query
+    names that exists in `snapshot`."""
+    for schema_name, table_name in table_references(sql):
+        key = resolve(schema_name, snapshot.schemas)
+        revision = snapshot.schemas.get(key) if key is not None else None
+        if revision is not None and table_name in revision.tables:
+            yield schema_name, table_name, revision
+
+
+def query_tables(sql: str, snapshot: CatalogSnapshot) -> list[tuple[RevisionTables, str]]:
+    """The dataset tables `sql` reads: (revision, table name), each once, in query order."""
+    found: dict[tuple[str, str], RevisionTables] = {}
+    for _, table_name, revision in _named_tables(sql, snapshot):
+        found.setdefault((revision.manifest_hash, table_name), revision)
+    return [(revision, table) for (_, table), revision in found.items()]
+
+
 def _register(
     ctx: SessionContext,
     sql: str,
     snapshot: CatalogSnapshot,
-    only: dict[str, tuple[CommittedFile, ...]] | None,
+    only: frozenset[int] | None,
 ) -> None:
     """Register the dataset tables the query names (and nothing else) in a fresh catalog.
 
@@ -178,12 +197,10 @@ def _register(
     """
     catalog = Catalog.memory_catalog()
     schemas: dict[str, Schema] = {}
-    for schema_name, table_name in table_references(sql):
-        key = resolve(schema_name, snapshot.schemas)
-        revision = snapshot.schemas.get(key) if key is not None else None
-        if revision is None or table_name not in revision.tables:
-            continue
-        files = (only if only is not None else revision.tables).get(table_name, ())
+    for schema_name, table_name, revision in _named_tables(sql, snapshot):
+        files = revision.tables.get(table_name, ())
+        if only is not None:
+            files = tuple(f for f in files if f.id in only)
         if schema_name not in schemas:
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
@@ -257,10 +274,11 @@ def plan(
     sql: str,
     snapshot: CatalogSnapshot,
     limits: Limits,
-    only: dict[str, tuple[CommittedFile, ...]] | None = None,
+    only: frozenset[int] | None = None,
 ):  # noqa: ANN201
-    """A DataFusion DataFrame for `sql` over `snapshot` (or, with `only`, over just those
-    files for every table name: used to run a streaming query on newly committed files).
+    """A DataFusion DataFrame for `sql` over `snapshot` (or, with `only`, over just the files
+    of those ids in the tables it reads, in one partition: part of a streaming query's
+    microbatch).
 
     Raises QueryError with the API's codes.
     """
@@ -272,6 +290,10 @@ def plan(
         .with_information_schema(_lists_tables(sql))
         .with_default_catalog_and_schema("datafusion", "public")
     )
+    if only is not None:
+        # A microbatch's part: one partition reads its files in turn, so rows keep the
+        # files' block order.
+        config = config.with_target_partitions(1)
     ctx = SessionContext(config, runtime)
     try:
         _register(ctx, sql, snapshot, only)
