@@ -455,10 +455,19 @@ def test_streaming_rejects_non_incremental_plans(env: dict) -> None:
         'SELECT * FROM "test/chain".blocks ORDER BY block_num',
         'SELECT block_num, row_number() OVER (ORDER BY block_num) FROM "test/chain".blocks',
     ):
-        with pytest.raises(pa.ArrowInvalid, match="incremental"):
+        with pytest.raises(pa.ArrowInvalid, match="INVALID_QUERY: non-incremental queries"):
             client.get_flight_info(
                 flight.FlightDescriptor.for_command((sql + " SETTINGS stream = true").encode())
             )
+    # Grouped by _block_num first, each microbatch's groups are whole: Amp streams these.
+    for sql in (
+        'SELECT _block_num, count(*) AS n FROM "test/chain".logs GROUP BY _block_num',
+        'SELECT DISTINCT ON (_block_num) _block_num, tx_hash FROM "test/chain".logs',
+    ):
+        info = client.get_flight_info(
+            flight.FlightDescriptor.for_command((sql + " SETTINGS stream = true").encode())
+        )
+        assert info.schema.names[0] == "_block_num"
 
 
 # -- limits and isolation --
@@ -555,7 +564,9 @@ def test_queries_during_extraction_see_whole_files_only(
 class StreamReader:
     """A streaming Flight query read on a thread: each chunk's rows and app_metadata."""
 
-    def __init__(self, env: dict, sql: str, resume: dict | None = None) -> None:
+    def __init__(
+        self, env: dict, sql: str, resume: dict | None = None, column: str = "block_num"
+    ) -> None:
         client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
         headers = [(b"amp-stream", b"true")]
         if resume is not None:
@@ -563,7 +574,8 @@ class StreamReader:
         options = flight.FlightCallOptions(headers=headers)
         info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
         self.reader = client.do_get(info.endpoints[0].ticket, options)
-        self.chunks: list[tuple[list[int], dict | None]] = []  # (block_num values, metadata)
+        self.column = column
+        self.chunks: list[tuple[list[int], dict | None]] = []  # (`column` values, metadata)
         self.errors: list[Exception] = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -573,7 +585,7 @@ class StreamReader:
         try:
             while not self._done.is_set():
                 chunk = self.reader.read_chunk()
-                rows = chunk.data.column("block_num").to_pylist() if chunk.data is not None else []
+                rows = chunk.data.column(self.column).to_pylist() if chunk.data is not None else []
                 meta = chunk.app_metadata
                 self.chunks.append((rows, json.loads(meta.to_pybytes()) if meta else None))
         except Exception as exc:  # noqa: BLE001 - the stream is cancelled at the end
@@ -728,6 +740,11 @@ def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
 
     cluster.wait_until(caught_up, what="both datasets caught up")
     stream = StreamReader(env, 'SELECT block_num FROM "test/twin_a".blocks')
+    counted = StreamReader(  # an aggregate grouped by _block_num streams too
+        env,
+        'SELECT _block_num, count(*) AS n FROM "test/twin_a".blocks GROUP BY _block_num',
+        column="_block_num",
+    )
     try:
         cluster.wait_until(
             lambda: len(stream.received) >= head - 1 or stream.errors, what="the backfill"
@@ -743,12 +760,20 @@ def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
         cluster.wait_until(
             caught_up_to(env, "twin_b", new_head), what="the other dataset's commits"
         )
+        cluster.wait_until(
+            lambda: (counted.received and counted.received[-1] >= new_head) or counted.errors,
+            what="the aggregate's stream",
+        )
         time.sleep(1.0)  # time for a wrongly routed microbatch to arrive
     finally:
         stream.close()
+        counted.close()
     assert not stream.errors, stream.errors
     assert stream.received == list(range(2, new_head + 1)), "a block missing or sent twice"
     assert_amp_microbatches(stream.chunks, anvil)
+    assert not counted.errors, counted.errors
+    assert counted.received == list(range(2, new_head + 1)), "each block's group once"
+    assert_amp_microbatches(counted.chunks, anvil)
     with cluster.api() as api:
         for job_id in jobs:
             api.put(f"/jobs/{job_id}/stop")

@@ -1,4 +1,5 @@
-"""Amp's plan rules on DataFusion plans in-process: reserved aliases, duplicate names."""
+"""Amp's plan rules on DataFusion plans in-process: reserved aliases, duplicate names, and
+what a streaming query may do."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pyarrow as pa
 import pytest
 from datafusion import SessionContext
 
-from ampd.sql.rules import QueryRuleError, check_plan
+from ampd.sql.rules import QueryRuleError, check_incremental, check_plan
 
 
 @pytest.fixture
@@ -60,3 +61,55 @@ def test_a_plan_thousands_of_levels_deep_is_checked(ctx: SessionContext) -> None
         frame = frame.union(ctx.table("a"))
     ctx.register_view("many", frame)
     check_plan(ctx.sql("SELECT count(*) AS n FROM many"))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT x FROM a WHERE x > 0",
+        "SELECT _block_num, count(*) AS n FROM a GROUP BY _block_num",
+        "SELECT _block_num, x, count(*) AS n FROM a GROUP BY _block_num, x",
+        "SELECT DISTINCT ON (_block_num) _block_num, x FROM a",
+        "SELECT x FROM a UNION ALL SELECT x FROM b",
+    ],
+)
+def test_incremental_plans_stream(ctx: SessionContext, sql: str) -> None:
+    check_incremental(ctx.sql(sql))
+
+
+@pytest.mark.parametrize(
+    ("sql", "op"),
+    [
+        ("SELECT count(*) AS n FROM a", "Aggregate"),
+        ("SELECT x, count(*) AS n FROM a GROUP BY x, _block_num", "Aggregate"),
+        ("SELECT DISTINCT x FROM a", "Distinct"),
+        ("SELECT DISTINCT ON (x, _block_num) x, _block_num FROM a", "Distinct"),
+        ("SELECT x FROM a LIMIT 5", "Limit"),
+        ("SELECT x FROM a ORDER BY x", "Sort"),
+        ("SELECT x, row_number() OVER (ORDER BY x) AS r FROM a", "Window"),
+        ("SELECT a.x FROM a LEFT JOIN b ON a.x = b.x", "Join(Left)"),
+        ("SELECT a.x FROM a FULL JOIN b ON a.x = b.x", "Join(Full)"),
+        (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+            "SELECT n FROM r",
+            "RecursiveQuery",
+        ),
+    ],
+)
+def test_non_incremental_plans_are_refused_with_amps_message(
+    ctx: SessionContext, sql: str, op: str
+) -> None:
+    expected = (
+        "non-incremental queries are not supported for streaming, "
+        f"query contains non-incremental operation: {op}"
+    )
+    with pytest.raises(QueryRuleError) as refused:
+        check_incremental(ctx.sql(sql))
+    assert str(refused.value) == expected
+
+
+def test_inner_joins_are_refused_as_not_supported_yet(ctx: SessionContext) -> None:
+    with pytest.raises(
+        QueryRuleError, match=r"does not run joins in streaming queries yet: Join\(Inner\)"
+    ):
+        check_incremental(ctx.sql("SELECT a.x FROM a JOIN b ON a._block_num = b._block_num"))

@@ -39,11 +39,11 @@ from ampd.sql.microbatches import (
     parse_cursor,
     resumed,
 )
+from ampd.sql.rules import QueryRuleError, check_incremental
 
 log = get_logger("server")
 
 STATEMENT_QUERY_TYPE = "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-_NON_INCREMENTAL = ("Aggregate:", "Distinct", "Limit:", "Sort:", "Window", "Join")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -283,16 +283,10 @@ class _Server(flight.FlightServerBase):
 
 
 def _check_incremental(frame) -> None:  # noqa: ANN001
-    text = str(frame.logical_plan().display_indent())
-    for marker in _NON_INCREMENTAL:
-        if marker in text:
-            name = marker.rstrip(":").upper()
-            raise QueryError(
-                400,
-                "INVALID_ARGUMENT",
-                f"streaming queries must be incremental (filters and projections over one table); "
-                f"this plan has {name}",
-            )
+    try:
+        check_incremental(frame)
+    except QueryRuleError as exc:
+        raise QueryError(400, "INVALID_QUERY", str(exc)) from None
 
 
 class FlightService:

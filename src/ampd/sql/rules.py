@@ -3,6 +3,12 @@
 - A column alias may not start with `_`: those names are reserved (`_block_num`).
 - The result may not have two columns of one name (`SELECT * FROM a JOIN b` with a
   column in both): a client keyed by name could not tell them apart.
+- A streaming query must be incremental (`check_incremental`): it runs microbatch by
+  microbatch, each over its own block ranges, so nothing may need rows of other
+  microbatches. Amp's list: no LIMIT, ORDER BY, window or recursive query; an aggregate
+  only grouped by `_block_num` first, DISTINCT only as DISTINCT ON (`_block_num`, ...);
+  no outer or anti join. Inner and semi joins, which Amp runs against the history of the
+  other side, are not supported here yet.
 """
 
 from __future__ import annotations
@@ -43,6 +49,57 @@ def check_plan(frame: Any) -> None:  # a datafusion DataFrame
             f"Duplicate field names detected in plan schema: [{', '.join(groups)}]. "
             "Please alias your columns to be unique."
         )
+
+
+_STREAMING = "non-incremental queries are not supported for streaming"
+_AMP_JOINS = ("Inner", "LeftSemi", "RightSemi")  # incremental in Amp, not here yet
+
+
+def check_incremental(frame: Any) -> None:  # a datafusion DataFrame
+    """Raise QueryRuleError, with Amp's message, if the planned `frame` cannot run in
+    microbatches."""
+    for node in _nodes(frame.logical_plan()):
+        name = node.to_variant().__class__.__name__
+        if name == "Join":
+            kind = str(node.to_variant().join_type())
+            if kind in _AMP_JOINS:
+                raise QueryRuleError(
+                    f"{_STREAMING}: ampd does not run joins in streaming queries yet: Join({kind})"
+                )
+            raise QueryRuleError(f"{_STREAMING}, {_non_incremental(f'Join({kind})')}")
+        op = _blocking_op(node, name)
+        if op is not None:
+            raise QueryRuleError(f"{_STREAMING}, {_non_incremental(op)}")
+
+
+def _non_incremental(op: str) -> str:
+    return f"query contains non-incremental operation: {op}"
+
+
+_BLOCKING = {"Limit": "Limit", "Sort": "Sort", "Window": "Window", "WindowExpr": "Window"}
+_BLOCKING["RecursiveQuery"] = "RecursiveQuery"
+
+
+def _blocking_op(node: Any, name: str) -> str | None:
+    """The operation of `node` that needs rows of other microbatches, if any."""
+    if name in _BLOCKING:
+        return _BLOCKING[name]
+    if name == "Aggregate":
+        groups = node.to_variant().group_by_exprs()
+        return None if groups and _is_block_num(groups[0]) else "Aggregate"
+    if name == "Distinct":
+        # DataFusion's Python binding shows DISTINCT ON only in the node's text.
+        text = node.display()
+        if text.startswith("DistinctOn: on_expr=[["):
+            first = text[len("DistinctOn: on_expr=[[") :].split(",", 1)[0].split("]", 1)[0]
+            if first.strip().rsplit(".", 1)[-1] == "_block_num":
+                return None
+        return "Distinct"
+    return None
+
+
+def _is_block_num(expr: Any) -> bool:
+    return expr.variant_name() == "Column" and expr.to_variant().name() == "_block_num"
 
 
 def _nodes(plan: Any) -> Iterator[Any]:
