@@ -391,6 +391,42 @@ def test_flight_statement_query_raw_sql_and_adbc_agree_with_datafusion(env: dict
         assert table.equals(expected), "Flight answer differs from DataFusion over the files"
 
 
+def test_a_flight_batch_query_tags_its_batches_with_the_ranges_it_read(env: dict) -> None:
+    """As Amp does: every data batch carries the block ranges of the tables the query read
+    (ranges_complete false), and an empty batch saying true ends the answer."""
+    anvil, head = env["anvil"], env["head"]
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    sql = 'SELECT block_num FROM "test/chain".blocks WHERE block_num % 7 = 0'
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()))
+    reader = client.do_get(info.endpoints[0].ticket)
+    chunks = []
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            break
+        chunks.append((chunk.data.num_rows, json.loads(chunk.app_metadata.to_pybytes())))
+    ranges = [
+        {
+            "numbers": {"start": 0, "end": head},
+            "network": "anvil",
+            "hash": anvil.block(head, False)["hash"],
+            "prev_hash": anvil.block(0, False)["parentHash"],
+        }
+    ]
+    assert sum(rows for rows, _ in chunks) == head // 7 + 1
+    assert [meta for _, meta in chunks[:-1]] == [{"ranges": ranges, "ranges_complete": False}] * (
+        len(chunks) - 1
+    )
+    assert chunks[-1] == (0, {"ranges": ranges, "ranges_complete": True})
+    literal = client.do_get(
+        client.get_flight_info(flight.FlightDescriptor.for_command(b"SELECT 1 AS one"))
+        .endpoints[0]
+        .ticket
+    ).read_all()
+    assert literal.to_pylist() == [{"one": 1}], "a query of no table: empty ranges, same rows"
+
+
 # Results of the types that tables and SQL produce, each as DataFusion answers it in-process.
 TYPE_MATRIX = [
     "SELECT [1, NULL, 3] AS a",

@@ -37,6 +37,7 @@ from ampd.sql.microbatches import (
     metadata,
     new_microbatches,
     parse_cursor,
+    query_ranges,
     resumed,
 )
 from ampd.sql.rules import QueryRuleError, check_incremental
@@ -217,16 +218,21 @@ class _Server(flight.FlightServerBase):
             batches = self._run(BatchStream.open(frame, self._limits, snapshot))
         except QueryError as exc:
             raise _flight_error(exc) from None
-        return flight.GeneratorStream(batches.schema, self._batches(batches))
+        ranges = query_ranges(query_tables(sql, snapshot))
+        return flight.GeneratorStream(batches.schema, self._batches(batches, ranges))
 
     def _run(self, coroutine):  # noqa: ANN001, ANN202
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def _batches(self, batches: BatchStream) -> Iterator[pa.RecordBatch]:
+    def _batches(self, batches: BatchStream, ranges: list[dict]) -> Iterator[Any]:
+        """A batch query's rows, tagged with the block ranges it read as Amp tags them, and
+        an empty batch saying the ranges are complete at the end."""
         try:
-            yield from batches.iterate_from_thread(self._loop, coalesce=True)
+            for batch in batches.iterate_from_thread(self._loop, coalesce=True):
+                yield batch, metadata(ranges, False)
         except QueryError as exc:
             raise _flight_error(exc) from None
+        yield end_of(batches.schema, Microbatch(frozenset(), ranges))
 
     def _streaming(
         self,

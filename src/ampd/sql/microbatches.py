@@ -70,6 +70,13 @@ def committed(
     return [_microbatch([spans[span] for span in group]) for group in groups]
 
 
+def query_ranges(tables: QueryTables) -> list[dict]:
+    """The block ranges of everything committed in the query's tables (a batch query's)."""
+    return block_ranges(
+        (rev.network, f) for rev, table in tables for f in rev.tables.get(table, ())
+    )
+
+
 def _unseen(
     tables: QueryTables, seen: set[int] | frozenset[int]
 ) -> dict[tuple[int, int], list[tuple[str, CommittedFile]]]:
