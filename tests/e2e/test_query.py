@@ -820,6 +820,60 @@ def caught_up_to(env: dict, name: str, block: int):  # noqa: ANN201
     return lambda: lines(post(env, sql))[0]["m"] == block
 
 
+def test_a_reorg_reaches_a_stream_as_ranges_it_already_had(env: dict) -> None:
+    """docs/reorgs.md: after a reorg the stream sends the replaced blocks again, in a
+    microbatch whose range starts at or before the end of one already sent and carries the
+    new chain's hashes; the client invalidates what it had from there."""
+    cluster, anvil = env["cluster"], env["anvil"]
+    start = anvil.block_number() - 10
+    fill_chain(anvil, 4, txs_per_block=1)  # blocks with transactions: mined again, they differ
+    cluster.register(
+        name="forked", manifest={"kind": "evm-rpc", "network": "anvil", "start_block": start}
+    )
+    ensure_a_worker(cluster)
+    job_id = cluster.deploy({"end_block": None}, ref="test/forked/versions/1.0.0")
+    head = anvil.block_number()
+    cluster.wait_until(caught_up_to(env, "forked", head), what="the job caught up")
+    stream = StreamReader(env, 'SELECT block_num, hash FROM "test/forked".blocks')
+    try:
+        cluster.wait_until(
+            lambda: (stream.received and stream.received[-1] >= head) or stream.errors,
+            what="the backfill",
+        )
+        sent_before = len(stream.chunks)
+        replaced = anvil.block(head - 2, False)["hash"]
+        anvil.rpc("anvil_reorg", 3, [])  # the last 3 blocks mined again
+        assert anvil.block(head - 2, False)["hash"] != replaced
+        new_head = anvil.mine(1)
+        cluster.wait_until(
+            lambda: (stream.received and stream.received[-1] >= new_head) or stream.errors,
+            timeout=60,
+            what="the new chain streamed",
+        )
+        cluster.wait_until(
+            lambda: stream.chunks[-1][1] and stream.chunks[-1][1]["ranges_complete"],
+            what="the microbatch ended",
+        )
+    finally:
+        stream.close()
+    assert not stream.errors, stream.errors
+    before = [meta for _, meta in stream.chunks[:sent_before] if meta and meta["ranges_complete"]]
+    after = [meta for _, meta in stream.chunks[sent_before:] if meta and meta["ranges_complete"]]
+    sent_to = max(m["ranges"][0]["numbers"]["end"] for m in before)
+    assert sent_to == head
+    first_again = after[0]["ranges"][0]
+    assert first_again["numbers"]["start"] <= sent_to, "the replaced blocks are sent again"
+    for meta in after:
+        end = meta["ranges"][0]["numbers"]["end"]
+        assert meta["ranges"][0]["hash"] == anvil.block(end, False)["hash"], "the new chain's"
+    # What a client keeps (each block's latest row) is the canonical chain.
+    latest = dict(zip(stream.received, range(len(stream.received)), strict=False))
+    assert sorted(latest) == list(range(start, new_head + 1))
+    assert_amp_microbatches([(rows, meta) for rows, meta in stream.chunks[sent_before:]], anvil)
+    with cluster.api() as api:
+        api.put(f"/jobs/{job_id}/stop")
+
+
 def test_memory_limit_fails_the_query_with_a_clear_error(env: dict) -> None:
     server, url, _ = env["cluster"].start_server(
         "small-server", env={"AMP_CONFIG_QUERY_MAX_MEM_MB": "1"}
