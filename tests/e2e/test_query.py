@@ -628,6 +628,16 @@ class StreamReader:
             if not self._done.is_set():
                 self.errors.append(exc)
 
+    def past(self, block: int) -> bool:
+        """Whether a row of `block` or a later one came (or the stream failed)."""
+        received = self.received
+        return bool(received and received[-1] >= block) or bool(self.errors)
+
+    def ended(self) -> bool:
+        """Whether the last batch that came ended a microbatch."""
+        meta = self.chunks[-1][1] if self.chunks else None
+        return bool(meta and meta["ranges_complete"])
+
     @property
     def received(self) -> list[int]:
         return [n for rows, _ in list(self.chunks) for n in rows]
@@ -692,12 +702,12 @@ def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
         assert not stream.errors, stream.errors
         new_head = anvil.mine(3)
         cluster.wait_until(
-            lambda: stream.received and stream.received[-1] >= new_head,
+            lambda: stream.past(new_head),
             timeout=30,
             what="the new blocks streamed",
         )
         cluster.wait_until(
-            lambda: stream.chunks[-1][1] and stream.chunks[-1][1]["ranges_complete"],
+            stream.ended,
             what="the microbatch ended",
         )
     finally:
@@ -723,7 +733,7 @@ def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
     again = StreamReader(env, sql, resume={"anvil": {"number": end, "hash": end_hash}})
     try:
         cluster.wait_until(
-            lambda: (again.received and again.received[-1] >= later) or again.errors,
+            lambda: again.past(later),
             what="the resumed stream",
         )
         time.sleep(0.5)  # anything more (a resent block) would arrive meanwhile
@@ -736,7 +746,7 @@ def test_streaming_query_receives_new_blocks_in_order(env: dict) -> None:
     forked = StreamReader(env, sql, resume={"anvil": {"number": end, "hash": "0x" + "ab" * 32}})
     try:
         cluster.wait_until(
-            lambda: (forked.received and forked.received[-1] >= later) or forked.errors,
+            lambda: forked.past(later),
             what="the stream from a forked cursor",
         )
     finally:
@@ -789,7 +799,7 @@ def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
         for _ in range(3):  # both jobs commit each new block, at about the same moment
             new_head = anvil.mine(2)
             cluster.wait_until(
-                lambda: stream.received and stream.received[-1] >= new_head,  # noqa: B023
+                lambda: stream.past(new_head),  # noqa: B023
                 timeout=30,
                 what="the new blocks streamed",
             )
@@ -797,7 +807,7 @@ def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
             caught_up_to(env, "twin_b", new_head), what="the other dataset's commits"
         )
         cluster.wait_until(
-            lambda: (counted.received and counted.received[-1] >= new_head) or counted.errors,
+            lambda: counted.past(new_head),
             what="the aggregate's stream",
         )
         time.sleep(1.0)  # time for a wrongly routed microbatch to arrive
@@ -837,7 +847,7 @@ def test_a_reorg_reaches_a_stream_as_ranges_it_already_had(env: dict) -> None:
     stream = StreamReader(env, 'SELECT block_num, hash FROM "test/forked".blocks')
     try:
         cluster.wait_until(
-            lambda: (stream.received and stream.received[-1] >= head) or stream.errors,
+            lambda: stream.past(head),
             what="the backfill",
         )
         sent_before = len(stream.chunks)
@@ -846,12 +856,12 @@ def test_a_reorg_reaches_a_stream_as_ranges_it_already_had(env: dict) -> None:
         assert anvil.block(head - 2, False)["hash"] != replaced
         new_head = anvil.mine(1)
         cluster.wait_until(
-            lambda: (stream.received and stream.received[-1] >= new_head) or stream.errors,
+            lambda: stream.past(new_head),
             timeout=60,
             what="the new chain streamed",
         )
         cluster.wait_until(
-            lambda: stream.chunks[-1][1] and stream.chunks[-1][1]["ranges_complete"],
+            stream.ended,
             what="the microbatch ended",
         )
     finally:

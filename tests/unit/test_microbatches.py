@@ -98,7 +98,7 @@ def test_data_batches_are_incomplete_and_a_microbatch_ends_with_an_empty_complet
     data = json.loads(metadata(backfill.ranges, False).to_pybytes())
     assert data == {"ranges": backfill.ranges, "ranges_complete": False}
     schema = pa.schema([("block_num", pa.uint64()), ("hash", pa.binary(32))])
-    empty, meta = end_of(schema, backfill)
+    empty, meta = end_of(schema, backfill.ranges)
     assert empty.num_rows == 0 and empty.schema == schema
     assert json.loads(meta.to_pybytes()) == {"ranges": backfill.ranges, "ranges_complete": True}
 

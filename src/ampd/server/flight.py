@@ -211,9 +211,10 @@ class _Server(flight.FlightServerBase):
             frame = plan(sql, snapshot, self._limits)
             if stream:
                 _check_incremental(frame)
-                # Each microbatch runs a plan of its own files: this one gave the schema.
+                # Each microbatch runs a plan of its own files: this one gives the schema.
+                schema = frame.schema()
                 return flight.GeneratorStream(
-                    frame.schema(), self._streaming(sql, snapshot, frame.schema(), context, cursor)
+                    schema, self._streaming(sql, snapshot, schema, context, cursor)
                 )
             batches = self._run(BatchStream.open(frame, self._limits, snapshot))
         except QueryError as exc:
@@ -232,7 +233,7 @@ class _Server(flight.FlightServerBase):
                 yield batch, metadata(ranges, False)
         except QueryError as exc:
             raise _flight_error(exc) from None
-        yield end_of(batches.schema, Microbatch(frozenset(), ranges))
+        yield end_of(batches.schema, ranges)
 
     def _streaming(
         self,
@@ -244,15 +245,14 @@ class _Server(flight.FlightServerBase):
     ) -> Iterator[Any]:
         """What is committed (after `cursor`'s blocks), then each block range committed
         since, in block order, as microbatches (sql/microbatches.py)."""
-        seen: set[int] = set()
-        if cursor:
-            seen.update(resumed(query_tables(sql, snapshot), cursor))
-        pending = committed(query_tables(sql, snapshot), frozenset(seen), self._microbatch_blocks)
+        tables = query_tables(sql, snapshot)
+        seen: set[int] = set(resumed(tables, cursor)) if cursor else set()
+        pending = committed(tables, frozenset(seen), self._microbatch_blocks)
         try:
             while True:
                 for batch in pending:
                     yield from self._microbatch(sql, snapshot, batch)
-                    yield end_of(schema, batch)
+                    yield end_of(schema, batch.ranges)
                     seen.update(batch.files)
                 pending = []
                 while not context.is_cancelled() and not pending:

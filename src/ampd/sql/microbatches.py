@@ -11,7 +11,7 @@ as JSON: `{"numbers": {"start", "end"}, "network", "hash", "prev_hash"}`, one pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -72,9 +72,14 @@ def committed(
 
 def query_ranges(tables: QueryTables) -> list[dict]:
     """The block ranges of everything committed in the query's tables (a batch query's)."""
-    return block_ranges(
-        (rev.network, f) for rev, table in tables for f in rev.tables.get(table, ())
-    )
+    return block_ranges(_files(tables))
+
+
+def _files(tables: QueryTables) -> Iterator[tuple[str, CommittedFile]]:
+    """(network, file) of every committed file of the query's tables."""
+    for rev, table in tables:
+        for f in rev.tables.get(table, ()):
+            yield rev.network, f
 
 
 def _unseen(
@@ -82,10 +87,9 @@ def _unseen(
 ) -> dict[tuple[int, int], list[tuple[str, CommittedFile]]]:
     """The (network, file) pairs of the query's tables not in `seen`, by block range."""
     spans: dict[tuple[int, int], list[tuple[str, CommittedFile]]] = {}
-    for rev, table in tables:
-        for f in rev.tables.get(table, ()):
-            if f.id not in seen:
-                spans.setdefault((f.start_block, f.end_block), []).append((rev.network, f))
+    for network, f in _files(tables):
+        if f.id not in seen:
+            spans.setdefault((f.start_block, f.end_block), []).append((network, f))
     return spans
 
 
@@ -145,9 +149,7 @@ def resumed(tables: QueryTables, cursor: Cursor) -> frozenset[int]:
     clients take as a reorg."""
     skip: set[int] = set()
     for network, (number, block_hash) in cursor.items():
-        files = [
-            f for rev, table in tables if rev.network == network for f in rev.tables.get(table, ())
-        ]
+        files = [f for net, f in _files(tables) if net == network]
         if any(f.end_block == number and f.hash.lower() != block_hash for f in files):
             continue
         skip.update(f.id for f in files if f.end_block <= number)
@@ -159,7 +161,7 @@ def metadata(ranges: list[dict], complete: bool) -> pa.Buffer:
     return pa.py_buffer(orjson.dumps({"ranges": ranges, "ranges_complete": complete}))
 
 
-def end_of(schema: pa.Schema, batch: Microbatch) -> tuple[pa.RecordBatch, pa.Buffer]:
-    """The empty batch that ends a microbatch."""
+def end_of(schema: pa.Schema, ranges: list[dict]) -> tuple[pa.RecordBatch, pa.Buffer]:
+    """The empty batch that ends a microbatch (or a batch query's answer) over `ranges`."""
     empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
-    return empty, metadata(batch.ranges, True)
+    return empty, metadata(ranges, True)
