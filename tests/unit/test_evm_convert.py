@@ -21,16 +21,6 @@ def h(hex_str):
 
 
 @pytest.fixture(scope="module")
-def pairs():
-    return json.loads((DATA / "anvil_blocks.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def variants():
-    return json.loads((DATA / "variants.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def out(pairs):
     return convert(pairs)
 

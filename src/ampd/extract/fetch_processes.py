@@ -37,7 +37,8 @@ import pyarrow as pa
 
 from ampd.logs import get_logger, setup_logging
 from ampd.providers.config import parse_provider
-from ampd.providers.evm_rpc.convert import ConversionError, block_headers, convert
+from ampd.providers.evm_rpc.chunks import convert_chunk, fetch_chunk
+from ampd.providers.evm_rpc.convert import ConversionError
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.transport import decode_on_loop_thread
@@ -47,6 +48,9 @@ log = get_logger("extract")
 _SHUTDOWN = b""
 _EXIT_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
+# glibc mallopt parameters, and the sizes this process keeps to itself (see keep_memory).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_BYTES = 64 << 20
 
 
 class RemoteConversionError(ConversionError):
@@ -95,6 +99,21 @@ def relax_gc() -> None:
     gc.set_threshold(_GC_THRESHOLD, 10, 10)
 
 
+def keep_memory() -> None:
+    """Keep freed memory for reuse instead of handing it back to the kernel at once.
+
+    Every chunk allocates answers and documents of megabytes. By default glibc serves such
+    sizes with fresh mappings and unmaps them when freed, so each chunk faults its pages
+    in again: 390,000 page faults and 1.3 system CPU-seconds on 20,000 anvil blocks. Here
+    allocations below 64 MiB come from the heap, and the heap's free top is returned only
+    beyond 64 MiB.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _KEPT_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_BYTES)
+
+
 def _die_with(parent: int) -> None:
     """Have the kernel kill this process when `parent` (the thread that started it) dies."""
     with contextlib.suppress(OSError, AttributeError):
@@ -116,6 +135,7 @@ def _child_main(conn: Connection, parent: int, inherited: list[int]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging()  # a spawned process starts blank: same format and level (AMP_LOG)
     relax_gc()
+    keep_memory()
     decode_on_loop_thread()
     try:
         asyncio.run(_serve(conn))
@@ -158,7 +178,7 @@ async def _serve(conn: Connection) -> None:
             configs = [parse_provider(name, item) for name, item in raw]
             pools[key] = ProviderPool(configs, max_attempts=max_attempts)
         elif op == "blocks":
-            fetches.put_nowait((seq, track(loop.create_task(pools[key].fetch_blocks(args[0])))))
+            fetches.put_nowait((seq, track(loop.create_task(fetch_chunk(pools[key], args[0])))))
         elif op == "head":
             track(loop.create_task(answer_call(seq, pools[key].head(finalized=args[0]))))
         elif op == "call":
@@ -200,8 +220,8 @@ async def _chunk_result(seq: int, fetch: asyncio.Task) -> tuple:
             raise
         # Let requests that arrived meanwhile go out before this process is busy converting.
         await asyncio.sleep(0)
-        batches = convert(raw)
-        headers = [(h.number, h.hash, h.parent_hash, h.timestamp) for h in block_headers(raw)]
+        batches, block_headers = convert_chunk(raw)
+        headers = [(h.number, h.hash, h.parent_hash, h.timestamp) for h in block_headers]
     except RpcError as exc:
         return ("rpc_error", seq, str(exc))
     except ConversionError as exc:

@@ -29,7 +29,7 @@ from ampd.providers.evm_rpc.errors import (
 )
 from ampd.providers.evm_rpc.limits import RateLimiter, backoff_delay
 from ampd.providers.evm_rpc.pool import ProviderPool
-from ampd.providers.evm_rpc.transport import Transport, open_transport
+from ampd.providers.evm_rpc.transport import HttpTransport, Transport, open_transport
 
 __all__ = ["EvmRpcClient", "ProviderPool", "RawBlock"]
 
@@ -115,6 +115,9 @@ class EvmRpcClient:
         self._ids = itertools.count(1)
         self._known_head = -1
         self._head_request: asyncio.Future[int] | None = None
+        # Why this provider's answers are not parsed into Arrow (chunks.py), once they
+        # turned out not to fit; None while they do.
+        self.arrow_declined: str | None = None
 
     async def __aenter__(self) -> EvmRpcClient:
         return self
@@ -174,7 +177,7 @@ class EvmRpcClient:
         self._known_head = max(self._known_head, number)
         return number
 
-    async def _shared_head(self) -> int:
+    async def shared_head(self) -> int:
         """`head()`, with concurrent callers sharing one request in flight."""
         if self._head_request is None or self._head_request.done():
             self._head_request = asyncio.ensure_future(self.head())
@@ -191,7 +194,7 @@ class EvmRpcClient:
         if not wanted:
             return []
         if max(wanted) > self._known_head:
-            await self._shared_head()
+            await self.shared_head()
         done: dict[int, RawBlock] = {}
         todo = wanted
         for attempt in itertools.count(1):
@@ -391,6 +394,34 @@ class EvmRpcClient:
         if len(messages) == 1:
             return [_result(answer, ids[0])]
         return _batch_results(answer, ids)
+
+    # --- raw requests, for answers parsed elsewhere (column_fetch.py) ---
+
+    @property
+    def sends_bytes(self) -> bool:
+        """Whether `post_bytes` can be used: an HTTP(S) provider."""
+        return isinstance(self._transport, HttpTransport)
+
+    def new_ids(self, count: int) -> list[int]:
+        return [next(self._ids) for _ in range(count)]
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    async def post_bytes(self, body: bytes) -> bytes | str:
+        """One request within this provider's limits; the answer's bytes, or why there is
+        none (a failure the caller does not retry: it takes the general path)."""
+        async with self._slots:
+            if self._rate is not None:
+                await self._rate.acquire()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._transport.request_bytes(body)  # type: ignore[attr-defined]
+            except TimeoutError:
+                return f"timed out after {self._timeout:g}s"
+            except TransportFailure as e:
+                return e.reason
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)

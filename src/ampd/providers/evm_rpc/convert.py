@@ -8,7 +8,7 @@ Built column by column for speed (see `columns.py`); the rules that depend on th
 transaction type run once per transaction in `_derive`.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +73,9 @@ def convert(raw_blocks: Iterable[Any]) -> dict[str, pa.RecordBatch]:
     numbers = Columns("blocks", [None] * len(blocks)).ints("block_num", blocks, "number")
     col = Columns("blocks", numbers)
     # Per-block values shared by the rows of all tables, taken by row index for the others.
-    shared = _Shared(
+    shared = SharedColumns(
         numbers=col.array("block_num", numbers, pa.uint64()),
-        timestamps=_timestamps(
+        timestamps=timestamps_array(
             col.values("timestamp", [b.get("timestamp") for b in blocks], seconds_to_ns)
         ),
         hashes=col.fixed("hash", blocks, "hash", 32),
@@ -109,7 +109,7 @@ def block_headers(raw_blocks: Iterable[Any]) -> list[BlockHeader]:
 
 
 @dataclass(frozen=True)
-class _Shared:
+class SharedColumns:
     numbers: pa.Array
     timestamps: pa.Array
     hashes: pa.Array
@@ -119,7 +119,7 @@ class _Shared:
         return self.numbers.take(indices), self.timestamps.take(indices), self.hashes.take(indices)
 
 
-def _blocks_batch(col: "Columns", blocks: list[dict], shared: _Shared) -> pa.RecordBatch:
+def _blocks_batch(col: "Columns", blocks: list[dict], shared: SharedColumns) -> pa.RecordBatch:
     mix_hashes = [b.get("mixHash") or ZERO_HASH for b in blocks]
     nonces = [b.get("nonce") or "0x0" for b in blocks]
     arrays = [
@@ -194,11 +194,11 @@ def _flatten(blocks: list[dict], receipt_lists: list[list], numbers: list[int]) 
         txs.extend(block_txs)
         receipts.extend(block_receipts)
         counts.append(n)
-    row_block, positions = _rows_of(counts)
+    row_block, positions = rows_of(counts)
     return _Transactions(txs, receipts, row_block, positions)
 
 
-def _rows_of(counts: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rows_of(counts: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For parents with `counts` children each: each child's parent, and its index within it."""
     counts = np.asarray(counts, np.int64)
     parent = np.repeat(np.arange(len(counts)), counts)
@@ -206,7 +206,9 @@ def _rows_of(counts: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return parent, np.arange(len(parent)) - firsts[parent]
 
 
-def _transactions_batch(t: _Transactions, numbers: list[int], shared: _Shared) -> pa.RecordBatch:
+def _transactions_batch(
+    t: _Transactions, numbers: list[int], shared: SharedColumns
+) -> pa.RecordBatch:
     txs, receipts = t.txs, t.receipts
     col = Columns("transactions", _RowNumbers(numbers, t.row_block))
     d = _derive_all(col, txs)
@@ -244,11 +246,11 @@ def _transactions_batch(t: _Transactions, numbers: list[int], shared: _Shared) -
 
 
 def _logs_batch(
-    t: _Transactions, tx_hashes: pa.Array, numbers: list[int], shared: _Shared
+    t: _Transactions, tx_hashes: pa.Array, numbers: list[int], shared: SharedColumns
 ) -> pa.RecordBatch:
     per_tx = [receipt.get("logs") or _EMPTY for receipt in t.receipts]
     logs = [log for tx_logs in per_tx for log in tx_logs]
-    log_tx, _ = _rows_of(np.fromiter(map(len, per_tx), np.int64, len(per_tx)))
+    log_tx, _ = rows_of(np.fromiter(map(len, per_tx), np.int64, len(per_tx)))
     row_block = t.row_block[log_tx]
     col = Columns("logs", _RowNumbers(numbers, row_block))
     block_num, timestamps, block_hashes = shared.take(row_block)
@@ -291,7 +293,7 @@ def _topics(col: Columns, logs: list[dict]) -> list[pa.Array]:
 
 # Columns of the transactions table whose value depends on the transaction type, and their
 # Arrow types.
-_DERIVED = {
+DERIVED_TYPES = {
     "type": pa.int32(),
     "gas_price": WEI,
     "max_fee": WEI,
@@ -354,11 +356,11 @@ def _derive_all(col: "Columns", txs: list[dict]) -> _Derived:
                     col.row_numbers[i], "transactions", exc.column, exc.value, exc.reason
                 ) from None
         raise
-    columns = zip(*rows, strict=True) if rows else ([] for _ in _DERIVED)
+    columns = zip(*rows, strict=True) if rows else ([] for _ in DERIVED_TYPES)
     return _Derived(
         *(
             col.array(_COLUMN_NAMES.get(name, name), values, type_)
-            for (name, type_), values in zip(_DERIVED.items(), columns, strict=True)
+            for (name, type_), values in zip(DERIVED_TYPES.items(), columns, strict=True)
         )
     )
 
@@ -366,22 +368,42 @@ def _derive_all(col: "Columns", txs: list[dict]) -> _Derived:
 def _derive_columns(txs: list[dict]) -> _Derived | None:
     """`_derive` for a whole column at once, when every type is known (0 to 4) and every
     value is well formed; None otherwise."""
-    types = hexdecode.uint64([tx.get("type") for tx in txs], nullable=True)
+
+    def lists(t: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        try:
+            rows = [_type_lists(tx, tt) for tx, tt in zip(txs, t.tolist(), strict=True)]
+        except CONVERSION_ERRORS:
+            return None
+        access, hashes, auths = zip(*rows, strict=True) if rows else ([], [], [])
+        return (
+            pa.array(access, DERIVED_TYPES["access_list"]),
+            pa.array(hashes, DERIVED_TYPES["blob_hashes"]),
+            pa.array(auths, DERIVED_TYPES["authorizations"]),
+        )
+
+    return derive_columns(lambda key: [tx.get(key) for tx in txs], lists)
+
+
+def derive_columns(
+    field: Callable[[str], hexdecode.Strings],
+    lists: Callable[[np.ndarray], tuple[pa.Array, pa.Array, pa.Array] | None],
+) -> _Derived | None:
+    """The type-dependent columns from the transactions' JSON fields (`field(key)`: one
+    value or None per transaction) and `lists(types)`: their access lists, blob hashes and
+    authorizations. None when a type is unknown or a value is not well formed."""
+    types = hexdecode.uint64(field("type"), nullable=True)
     if types is None:
         return None
     t = types.fill_null(0).to_numpy()  # no type: legacy
     if len(t) and t.max() > 4:
         return None
     fees = [
-        hexdecode.decimal128([tx.get(key) for tx in txs], nullable=True)
+        hexdecode.decimal128(field(key), nullable=True)
         for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "maxFeePerBlobGas")
     ]
-    r = hexdecode.quantity_bytes([tx.get("r") for tx in txs], 32)
-    s = hexdecode.quantity_bytes([tx.get("s") for tx in txs], 32)
-    ints = [
-        hexdecode.uint64([tx.get(key) for tx in txs], nullable=True)
-        for key in ("v", "yParity", "chainId")
-    ]
+    r = hexdecode.quantity_bytes(field("r"), 32)
+    s = hexdecode.quantity_bytes(field("s"), 32)
+    ints = [hexdecode.uint64(field(key), nullable=True) for key in ("v", "yParity", "chainId")]
     if r is None or s is None or any(a is None for a in (*fees, *ints)):
         return None
     gas_price, max_fee, priority_fee, blob_fee = fees
@@ -410,11 +432,10 @@ def _derive_columns(txs: list[dict]) -> _Derived | None:
     chain_n = np.where(
         chain.is_null().to_numpy(False), (v_n - 35) // 2, chain.fill_null(0).to_numpy()
     )
-    try:
-        lists = [_type_lists(tx, tt) for tx, tt in zip(txs, t.tolist(), strict=True)]
-    except CONVERSION_ERRORS:
+    listed = lists(t)
+    if listed is None:
         return None
-    access, hashes, auths = zip(*lists, strict=True) if lists else ([], [], [])
+    access, hashes, auths = listed
     null_wei = pa.nulls(len(t), WEI)
     return _Derived(
         type=pa.array(t.astype(np.int32)),
@@ -426,9 +447,9 @@ def _derive_columns(txs: list[dict]) -> _Derived | None:
         s=s,
         v_parity=pa.array(parity, pa.bool_()),
         chain_id=pa.array(chain_n, pa.uint64(), mask=legacy & ~eip155),
-        access_list=pa.array(access, _DERIVED["access_list"]),
-        blob_hashes=pa.array(hashes, _DERIVED["blob_hashes"]),
-        authorizations=pa.array(auths, _DERIVED["authorizations"]),
+        access_list=access,
+        blob_hashes=hashes,
+        authorizations=auths,
     )
 
 
@@ -564,7 +585,7 @@ def _status(receipt: dict) -> bool:
     return status is None or status == "0x1" or (status != "0x0" and int(status, 16) == 1)
 
 
-def _timestamps(nanos: list[int]) -> pa.Array:
+def timestamps_array(nanos: list[int]) -> pa.Array:
     return pa.array(nanos, pa.int64()).view(TIMESTAMP)
 
 

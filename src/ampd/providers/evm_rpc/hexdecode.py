@@ -2,13 +2,15 @@
 
 A chunk of blocks holds tens of thousands of hashes, addresses and quantities; decoding
 them one `bytes.fromhex` / `int(x, 16)` at a time is most of the conversion's CPU. Here a
-column's strings are joined into one ASCII buffer, decoded by one `binascii.a2b_hex` call
-and a few numpy operations, and the Arrow array is built straight from the buffers.
+column's strings sit in one Arrow string array (as the JSON parser made it, or built from a
+Python list in one call); its character buffer is decoded by one `binascii.a2b_hex` call
+and a few numpy operations, and the result array is built straight from the buffers.
 
 Every function is strict and all-or-nothing: it returns None when any value is not what it
-expects (not a string, no `0x` prefix, a non-hex digit, a wrong length, out of range), and
-the caller then converts the column value by value, which either names the bad value or
-handles a rare legal form (such as a quantity padded with leading zeros).
+expects (not a string, no `0x` prefix, a non-hex digit, a wrong length, out of range, or a
+null where `nullable` is false), and the caller then converts the column value by value,
+which either names the bad value or handles a rare legal form (such as a quantity padded
+with leading zeros).
 """
 
 from __future__ import annotations
@@ -20,28 +22,56 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["binary", "decimal128", "fixed_binary", "quantity_bytes", "uint64"]
+__all__ = ["binary", "decimal128", "fixed_binary", "quantity_bytes", "strings", "uint64"]
 
 _ZERO, _X = ord("0"), ord("x")
 _MAX_DECIMAL_HI, _MAX_DECIMAL_LO = divmod(10**38 - 1, 2**64)
 _HEX_ERRORS = (binascii.Error, ValueError)
 
+Strings = Sequence[str | None] | pa.Array
 
-class _Present:
-    """The non-null values of a column, and which rows they are."""
 
-    __slots__ = ("size", "valid", "values")
+def strings(values: Strings) -> pa.StringArray | None:
+    """The values as an Arrow string array (None if one is neither a string nor None)."""
+    if isinstance(values, pa.Array):
+        return values if pa.types.is_string(values.type) else None
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
 
-    def __init__(self, values: Sequence[str | None], nullable: bool) -> None:
-        self.size = len(values)
+
+class _Text:
+    """The non-null values of a string column as one ASCII buffer, and which rows they are."""
+
+    __slots__ = ("size", "valid", "buffer", "starts", "lengths")
+
+    def __init__(self, array: pa.StringArray) -> None:
+        self.size = len(array)
         self.valid: np.ndarray | None = None  # bool per row; None when no row is null
-        self.values = values
-        if nullable and None in values:
-            if values.count(None) == self.size:
-                self.valid, self.values = np.zeros(self.size, bool), []
-            else:
-                self.valid = np.fromiter((v is not None for v in values), bool, self.size)
-                self.values = [v for v in values if v is not None]
+        if array.null_count:
+            self.valid = array.is_valid().to_numpy(zero_copy_only=False)
+            array = array.drop_null()
+        offsets = np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, 4 * array.offset)
+        data = array.buffers()[2]
+        first, last = int(offsets[0]), int(offsets[-1])
+        self.buffer = (
+            np.frombuffer(data, np.uint8, last - first, first) if data is not None and last > first
+            else np.zeros(0, np.uint8)
+        )  # fmt: skip
+        self.starts = offsets[:-1].astype(np.int64) - first
+        self.lengths = np.diff(offsets).astype(np.int64)
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    def prefixed(self) -> bool:
+        """Every value starts with `0x`."""
+        if self.rows and self.lengths.min() < 2:
+            return False
+        b, s = self.buffer, self.starts
+        return bool((b[s] == _ZERO).all() and (b[s + 1] == _X).all())
 
     def validity(self) -> pa.Buffer | None:
         if self.valid is None:
@@ -57,95 +87,69 @@ class _Present:
         return out
 
 
-def _ascii(values: Sequence[str]) -> bytes | None:
-    try:
-        return "".join(values).encode("ascii")  # TypeError: None or not a string
-    except (TypeError, UnicodeEncodeError):
+def _text(values: Strings, nullable: bool) -> _Text | None:
+    array = strings(values)
+    if array is None or (array.null_count and not nullable):
         return None
+    return _Text(array)
 
 
-def _lengths(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each value's length and its start in the joined buffer."""
-    try:
-        lengths = np.fromiter(map(len, values), np.int64, len(values))
-    except TypeError:
-        return None
-    return lengths, np.cumsum(lengths) - lengths
-
-
-def _prefixed(buffer: np.ndarray, starts: np.ndarray) -> bool:
-    return bool((buffer[starts] == _ZERO).all() and (buffer[starts + 1] == _X).all())
-
-
-def fixed_binary(
-    values: Sequence[str | None], width: int, nullable: bool = False
-) -> pa.Array | None:
+def fixed_binary(values: Strings, width: int, nullable: bool = False) -> pa.Array | None:
     """`0x` + exactly 2*width hex digits -> FixedSizeBinary(width)."""
-    present = _Present(values, nullable)
-    rows, chars = len(present.values), 2 + 2 * width
-    try:
-        if list(map(len, present.values)).count(chars) != rows:
-            return None
-    except TypeError:
-        return None
-    text = _ascii(present.values)
+    text = _text(values, nullable)
     if text is None:
         return None
-    matrix = np.frombuffer(text, np.uint8).reshape(rows, chars)
+    rows, chars = text.rows, 2 + 2 * width
+    if rows and (text.lengths != chars).any():
+        return None
+    matrix = text.buffer.reshape(rows, chars)
     if rows and not ((matrix[:, 0] == _ZERO).all() and (matrix[:, 1] == _X).all()):
         return None
     try:
         data = binascii.a2b_hex(matrix[:, 2:].tobytes())
     except _HEX_ERRORS:
         return None
-    if present.valid is not None:
-        data = present.spread(np.frombuffer(data, np.uint8).reshape(rows, width))
-    return pa.Array.from_buffers(
-        pa.binary(width), present.size, [present.validity(), pa.py_buffer(data)]
-    )
+    if text.valid is not None:
+        data = text.spread(np.frombuffer(data, np.uint8).reshape(rows, width))
+    return pa.Array.from_buffers(pa.binary(width), text.size, [text.validity(), pa.py_buffer(data)])
 
 
-def binary(values: Sequence[str]) -> pa.Array | None:
+def binary(values: Strings) -> pa.Array | None:
     """`0x` + an even number of hex digits -> Binary."""
-    located = _lengths(values)
-    text = _ascii(values)
-    if located is None or text is None or not len(values):
-        return None if located is None or text is None else pa.array([], pa.binary())
-    lengths, starts = located
-    buffer = np.frombuffer(bytearray(text), np.uint8)
-    if lengths.min() < 2 or (lengths & 1).any() or not _prefixed(buffer, starts):
+    text = _text(values, False)
+    if text is None:
+        return None
+    if not text.rows:
+        return pa.array([], pa.binary())
+    if (text.lengths & 1).any() or not text.prefixed():
         return None
     # Decode each `0x..` as `00..`: every value then starts with one zero byte, which a
     # slice drops (pyarrow's kernel copies the rest into a compact array).
-    buffer[starts + 1] = _ZERO
+    buffer = text.buffer.copy()
+    buffer[text.starts + 1] = _ZERO
     try:
         decoded = binascii.a2b_hex(buffer)
     except _HEX_ERRORS:
         return None
     if len(decoded) >= 2**31:
         return None
-    offsets = np.empty(len(values) + 1, np.int32)
-    offsets[:-1] = starts // 2
+    offsets = np.empty(text.rows + 1, np.int32)
+    offsets[:-1] = text.starts // 2
     offsets[-1] = len(decoded)
     padded = pa.Array.from_buffers(
-        pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(decoded)]
+        pa.binary(), text.rows, [None, pa.py_buffer(offsets), pa.py_buffer(decoded)]
     )
     return pc.binary_slice(padded, 1, 2**31 - 1)
 
 
-def _right_aligned(values: Sequence[str], width: int) -> np.ndarray | None:
+def _right_aligned(text: _Text, width: int) -> np.ndarray | None:
     """Quantities (1 to 2*width digits) -> rows of `width` bytes, big-endian, zero-padded."""
-    rows = len(values)
-    located = _lengths(values)
-    text = _ascii(values)
-    if located is None or text is None:
-        return None
+    rows = text.rows
     if not rows:
         return np.zeros((0, width), np.uint8)
-    lengths, starts = located
+    lengths, starts, buffer = text.lengths, text.starts, text.buffer
     slot = 2 + 2 * width
-    buffer = np.frombuffer(text, np.uint8)
-    if lengths.min() < 3 or lengths.max() > slot or not _prefixed(buffer, starts):
+    if lengths.min() < 3 or lengths.max() > slot or not text.prefixed():
         return None
     # Copy each value, `0x` included, to the end of its own slot of `slot` characters
     # pre-filled with '0'; turn its `x` into '0'; decode the last 2*width of each slot.
@@ -160,42 +164,37 @@ def _right_aligned(values: Sequence[str], width: int) -> np.ndarray | None:
     return np.frombuffer(raw, np.uint8).reshape(rows, width)
 
 
-def uint64(values: Sequence[str | None], nullable: bool = False) -> pa.Array | None:
+def uint64(values: Strings, nullable: bool = False) -> pa.Array | None:
     """Hex quantities of 1 to 16 digits -> UInt64."""
-    present = _Present(values, nullable)
-    matrix = _right_aligned(present.values, 8)
+    text = _text(values, nullable)
+    matrix = None if text is None else _right_aligned(text, 8)
     if matrix is None:
         return None
-    numbers = present.spread(matrix.view(">u8")[:, 0].astype("<u8"))
-    return pa.Array.from_buffers(
-        pa.uint64(), present.size, [present.validity(), pa.py_buffer(numbers)]
-    )
+    numbers = text.spread(matrix.view(">u8")[:, 0].astype("<u8"))
+    return pa.Array.from_buffers(pa.uint64(), text.size, [text.validity(), pa.py_buffer(numbers)])
 
 
-def decimal128(values: Sequence[str | None], nullable: bool = False) -> pa.Array | None:
+def decimal128(values: Strings, nullable: bool = False) -> pa.Array | None:
     """Hex quantities of 1 to 32 digits, at most 10**38 - 1 -> Decimal128(38, 0)."""
-    present = _Present(values, nullable)
-    matrix = _right_aligned(present.values, 16)
+    text = _text(values, nullable)
+    matrix = None if text is None else _right_aligned(text, 16)
     if matrix is None:
         return None
     words = matrix.view(">u8")  # rows of (high, low)
     hi, lo = words[:, 0], words[:, 1]
     if ((hi > _MAX_DECIMAL_HI) | ((hi == _MAX_DECIMAL_HI) & (lo > _MAX_DECIMAL_LO))).any():
         return None
-    little = present.spread(np.stack([lo, hi], axis=1).astype("<u8"))  # low word first
+    little = text.spread(np.stack([lo, hi], axis=1).astype("<u8"))  # low word first
     return pa.Array.from_buffers(
-        pa.decimal128(38, 0), present.size, [present.validity(), pa.py_buffer(little)]
+        pa.decimal128(38, 0), text.size, [text.validity(), pa.py_buffer(little)]
     )
 
 
-def quantity_bytes(values: Sequence[str], width: int) -> pa.Array | None:
-    """Hex quantities of at most 2*width digits -> FixedSizeBinary(width), big-endian,
+def quantity_bytes(values: Strings, width: int) -> pa.Array | None:
+    """Hex quantities of 1 to 2*width digits -> FixedSizeBinary(width), big-endian,
     zero-padded on the left (signature `r` and `s`, which nodes send without leading zeros)."""
-    chars = 2 + 2 * width
-    try:
-        # Most are full length already; pad the others (keeping what stands for `0x`, which
-        # fixed_binary then checks).
-        padded = [v[:2] + v[2:].zfill(2 * width) if 2 < len(v) < chars else v for v in values]
-    except TypeError:
+    text = _text(values, False)
+    matrix = None if text is None else _right_aligned(text, width)
+    if matrix is None:
         return None
-    return fixed_binary(padded, width)
+    return pa.Array.from_buffers(pa.binary(width), text.size, [None, pa.py_buffer(matrix)])

@@ -156,6 +156,13 @@ class ProviderPool:
                     e,
                 )
 
+    def next_client(self) -> EvmRpcClient | None:
+        """The next provider in turn that is not cooling down (None when all are)."""
+        if len(self._members) == 1:
+            return self._members[0].client
+        member, cooling = self._pick({})
+        return None if member is None or cooling else member.client
+
     def _pick(self, passed_over: dict[str, RpcError]) -> tuple[_Member | None, bool]:
         """The next provider in turn that is not cooling down (else the one back soonest)."""
         now = self._clock()

@@ -114,6 +114,10 @@ class HttpTransport(Transport):
         return self._session
 
     async def request(self, body: bytes, ids: Sequence[int]) -> Any:
+        return await decode_json(await self.request_bytes(body))
+
+    async def request_bytes(self, body: bytes) -> bytes:
+        """POST `body`; the answer's bytes as they came (a 200 answer), or TransportFailure."""
         try:
             async with self._client().post(self._url, data=body) as response:
                 content = await response.read()
@@ -124,7 +128,7 @@ class HttpTransport(Transport):
             raise TransportFailure(f"connection error: {type(e).__name__}: {e}") from None
         if status != 200:
             raise status_failure(status, reason, content)
-        return await decode_json(content)
+        return content
 
     async def aclose(self) -> None:
         if self._session is not None:
