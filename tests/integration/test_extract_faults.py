@@ -22,6 +22,7 @@ import pytest
 from ampd.providers.evm_rpc.schema import TABLES
 from support.anvil import Anvil
 from support.chain import ChainInfo, build_varied_chain
+from support.cluster import fill_chain
 from support.dumps import DumpOutput, run_dump, write_inputs
 from support.faultproxy import Fault, FaultProxy
 
@@ -131,6 +132,33 @@ def test_null_block_at_the_head_is_retried(
         want = want.filter(pc.equal(want["_block_num"], head))
         assert out.tables[table].equals(want), table
     assert out.tables["blocks"].num_rows == 1
+
+
+def test_answers_of_another_shape_turn_the_arrow_path_off_once(tmp_path: Path) -> None:
+    # The Arrow path cannot read `{}` where a list belongs; the general path reads it as
+    # an empty list. The first chunk tells; every later chunk goes the general way at once.
+    with Anvil(hardfork="london") as anvil:
+        end = fill_chain(anvil, 16, txs_per_block=1)  # a type 2 transaction in every block
+        want = run_dump(write_inputs(tmp_path / "clean", anvil.url), tmp_path / "want", 0, end)
+        with FaultProxy(anvil.url, [Fault("object_access_lists")]) as proxy:
+            inputs = write_inputs(tmp_path, proxy.url, name=PROVIDER)
+            out = run_dump(
+                inputs, tmp_path / "data", 0, end, "--processes", "1", "--chunk-blocks", "1",
+                "--chunks-in-flight", "1", timeout=60, check=False, env={"AMP_LOG": "info"},
+            )  # fmt: skip
+            calls, altered = proxy.calls, proxy.injected["object_access_lists"]
+    assert_same_output(out, want)
+    notes = [line for line in out.result.stderr.splitlines() if "general way from now on" in line]
+    assert len(notes) == 1, out.result.stderr
+    assert f"provider '{PROVIDER}'" in notes[0] and "JSON shape" in notes[0]
+    assert "WARN" not in out.result.stderr  # not a fault: nothing to retry
+    # One block a chunk: the blocks the Arrow path gave up on were asked for twice (one, or
+    # the few in flight then), every later one once, though its answer is altered too.
+    print(
+        f"altered answers {altered}, block calls {calls['eth_getBlockByNumber']}, blocks {end + 1}"
+    )
+    assert altered >= 16
+    assert 1 <= calls["eth_getBlockByNumber"] - (end + 1) <= 4, calls
 
 
 def test_refused_request_exits_1_naming_the_provider(

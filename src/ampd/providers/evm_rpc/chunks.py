@@ -65,6 +65,8 @@ async def fetch_chunk(pool: ProviderPool, numbers: Sequence[int]) -> Chunk:
         if isinstance(chunk, BlockColumns):
             return chunk
         if chunk.lasting:
+            if client.arrow_declined is not None:  # a chunk in flight meanwhile told first
+                return await pool.fetch_blocks(numbers)
             client.arrow_declined = chunk.reason
             log.info(
                 "provider '%s': reading its answers the general way from now on (%s)",
