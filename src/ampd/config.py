@@ -77,6 +77,9 @@ class WriterConfig(_Section):
         return value
 
 
+KEEP_ALIVE_FLOOR_SECS = 30
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute once loaded through `load_config`."""
 
@@ -106,11 +109,13 @@ class Config(_Section):
     query_max_mem_mb: int = Field(0, ge=0)
     query_timeout_secs: float = Field(300.0, ge=0)
     server_microbatch_max_interval: int = Field(1000, ge=1)  # blocks per streaming microbatch
+    # Seconds an idle streaming query waits before a keep-alive batch; as in Amp, never less
+    # than KEEP_ALIVE_FLOOR_SECS (see keep_alive_secs).
+    keep_alive_interval: int = Field(30, ge=1)
     writer: WriterConfig = WriterConfig()
     # Accepted so that Amp's config files load unchanged; ampd does not use them.
     spill_location: list[str] | None = None
     microbatch_max_interval: int | None = None
-    keep_alive_interval: int | None = None
     opentelemetry: dict[str, Any] | None = None
     worker_events: dict[str, Any] | None = None
 
@@ -132,6 +137,11 @@ class Config(_Section):
                 "az://CONTAINER[/PREFIX]"
             )
         return value
+
+    @property
+    def keep_alive_secs(self) -> float:
+        """`keep_alive_interval`, raised to Amp's floor of 30 seconds."""
+        return float(max(self.keep_alive_interval, KEEP_ALIVE_FLOOR_SECS))
 
     @property
     def is_local_data_dir(self) -> bool:

@@ -964,3 +964,32 @@ def test_service_flags_select_the_endpoints(env: dict) -> None:
         only_jsonl.stop()
         only_flight.stop()
     assert only_jsonl.popen.returncode == 0 and only_flight.popen.returncode == 0
+
+
+def test_an_idle_stream_gets_keep_alives(env: dict) -> None:
+    # Nothing new is committed to test/chain: after what is there, the stream only waits.
+    # Every keep_alive_interval (Amp's floor: 30 s) an empty batch repeats the last
+    # watermark, which Amp's client takes as nothing new, and the stream stays open.
+    sql = 'SELECT block_num FROM "test/chain".blocks WHERE block_num <= 3'
+    stream = StreamReader(env, sql)
+    try:
+        cluster = env["cluster"]
+        cluster.wait_until(lambda: stream.ended() or stream.errors, what="the committed rows")
+        ended_at = time.monotonic()
+        settled = len(stream.chunks)
+        cluster.wait_until(
+            lambda: len(stream.chunks) > settled or stream.errors,
+            timeout=60,
+            what="a keep-alive",
+        )
+        waited = time.monotonic() - ended_at
+    finally:
+        stream.close()
+    assert not stream.errors, stream.errors
+    assert 29 <= waited < 45, waited
+    rows, meta = stream.chunks[settled]
+    assert rows == [] and meta is not None and meta["ranges_complete"] is True
+    assert meta["ranges"] == stream.chunks[settled - 1][1]["ranges"]  # the same watermark
+    received = stream.received
+    assert len(received) == len(set(received)) and max(received) == 3  # nothing sent twice
+    assert_amp_microbatches(stream.chunks, env["anvil"])

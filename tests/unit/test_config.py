@@ -182,3 +182,12 @@ def test_helpers() -> None:
     assert parse_level("trace") == 5
     with pytest.raises(ValueError, match="AMP_LOG"):
         parse_level("loud")
+
+
+def test_keep_alive_interval_has_amps_floor_of_30_seconds(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).keep_alive_secs == 30.0
+    assert load_config(write(tmp_path, "keep_alive_interval = 5\n"), env={}).keep_alive_secs == 30.0
+    env = {"AMP_CONFIG_KEEP_ALIVE_INTERVAL": "45"}
+    assert load_config(write(tmp_path, ""), env=env).keep_alive_secs == 45.0
+    with pytest.raises(ConfigError, match="keep_alive_interval"):
+        load_config(write(tmp_path, "keep_alive_interval = 0\n"), env={})

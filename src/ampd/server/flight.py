@@ -16,6 +16,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -148,12 +149,14 @@ class _Server(flight.FlightServerBase):
         limits: Limits,
         loop: asyncio.AbstractEventLoop,
         microbatch_blocks: int = 1000,
+        keep_alive_secs: float = 30.0,
     ) -> None:
         super().__init__(location, middleware={"headers": _HeaderMiddlewareFactory()})
         self._catalog = catalog
         self._limits = limits
         self._loop = loop
         self._microbatch_blocks = microbatch_blocks
+        self._keep_alive_secs = keep_alive_secs
 
     def _snapshot(self) -> CatalogSnapshot:
         return self._run(self._catalog.snapshot())
@@ -244,22 +247,32 @@ class _Server(flight.FlightServerBase):
         cursor: Cursor | None = None,
     ) -> Iterator[Any]:
         """What is committed (after `cursor`'s blocks), then each block range committed
-        since, in block order, as microbatches (sql/microbatches.py)."""
+        since, in block order, as microbatches (sql/microbatches.py).
+
+        While nothing new comes, every `keep_alive_secs` an empty batch repeats the last
+        watermark (the last microbatch's ranges, complete; none before the first), which
+        keeps idle connections open and tells Amp's client nothing new."""
         tables = query_tables(sql, snapshot)
         seen: set[int] = set(resumed(tables, cursor)) if cursor else set()
         pending = committed(tables, frozenset(seen), self._microbatch_blocks)
+        watermark: list[dict] = []
+        sent = time.monotonic()
         try:
             while True:
                 for batch in pending:
                     yield from self._microbatch(sql, snapshot, batch)
                     yield end_of(schema, batch.ranges)
                     seen.update(batch.files)
+                    watermark, sent = batch.ranges, time.monotonic()
                 pending = []
                 while not context.is_cancelled() and not pending:
                     current = self._wait_for_change(snapshot.version)
                     if current is not None:
                         snapshot = current
                         pending = new_microbatches(query_tables(sql, snapshot), seen)
+                    if not pending and time.monotonic() - sent >= self._keep_alive_secs:
+                        yield end_of(schema, watermark)
+                        sent = time.monotonic()
                 if context.is_cancelled():
                     return
         except QueryError as exc:
@@ -299,14 +312,21 @@ class FlightService:
     """The Flight server on its own thread, started and stopped from the event loop."""
 
     def __init__(
-        self, catalog: Catalog, limits: Limits, addr: str, microbatch_blocks: int = 1000
+        self,
+        catalog: Catalog,
+        limits: Limits,
+        addr: str,
+        microbatch_blocks: int = 1000,
+        keep_alive_secs: float = 30.0,
     ) -> None:
         """`microbatch_blocks`: the most blocks a streaming query's microbatch spans
-        (`server_microbatch_max_interval`)."""
+        (`server_microbatch_max_interval`); `keep_alive_secs`: how long an idle stream
+        waits before a keep-alive batch (`keep_alive_interval`)."""
         self._catalog = catalog
         self._limits = limits
         self._addr = addr
         self._microbatch_blocks = microbatch_blocks
+        self._keep_alive_secs = keep_alive_secs
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -325,6 +345,7 @@ class FlightService:
                 self._limits,
                 asyncio.get_running_loop(),
                 self._microbatch_blocks,
+                self._keep_alive_secs,
             )
         except pa.ArrowException as exc:
             raise OSError(f"Flight server cannot listen on {self._addr}: {exc}") from exc

@@ -53,6 +53,7 @@ class QueryServer:
                 self.limits,
                 self.config.flight_addr,
                 self.config.server_microbatch_max_interval,
+                self.config.keep_alive_secs,
             )
             await self.flight.start()
 
