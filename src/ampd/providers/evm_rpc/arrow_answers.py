@@ -73,19 +73,43 @@ CHUNK_ANSWERS = pa.schema([("b", _answer(BLOCK)), ("r", _answer(pa.list_(RECEIPT
 SHAPE_MISMATCH = "answer does not fit the expected JSON shape"
 
 
-def _inner(body: bytes) -> bytes | None:
-    """The items of a batch answer array, as text (None if the answer is not an array)."""
-    body = body.strip()
-    if body[:1] != b"[" or body[-1:] != b"]":
-        return None
-    return body[1:-1].strip()
+_SPACE = frozenset(b" \t\r\n")
 
 
-def _joined(bodies: Sequence[bytes]) -> bytes | None:
-    items = [_inner(body) for body in bodies]
-    if any(item is None for item in items):
-        return None
-    return b"[" + b",".join(item for item in items if item) + b"]"  # type: ignore[misc]
+def _trimmed(text: memoryview) -> memoryview:
+    start, end = 0, len(text)
+    while start < end and text[start] in _SPACE:
+        start += 1
+    while end > start and text[end - 1] in _SPACE:
+        end -= 1
+    return text[start:end]
+
+
+def _items(bodies: Sequence[bytes]) -> list[memoryview] | None:
+    """The items of each batch answer array, as views of the answers' text (no copy), the
+    empty ones left out; None if an answer is not an array."""
+    items = []
+    for body in bodies:
+        text = _trimmed(memoryview(body))
+        if len(text) < 2 or text[0] != ord("[") or text[-1] != ord("]"):
+            return None
+        inner = _trimmed(text[1:-1])
+        if len(inner):
+            items.append(inner)
+    return items
+
+
+def _listed(items: list[memoryview]) -> list[bytes | memoryview]:
+    """The items with a comma between each two."""
+    parts: list[bytes | memoryview] = []
+    for item in items:
+        parts += (b",", item) if parts else (item,)
+    return parts
+
+
+def _document(blocks: list[memoryview], receipts: list[memoryview]) -> bytes:
+    """`{"b": [<block answers>], "r": [<receipts answers>]}`, copied once."""
+    return b"".join([b'{"b":[', *_listed(blocks), b'],"r":[', *_listed(receipts), b"]}"])
 
 
 def parse_chunk(
@@ -102,10 +126,10 @@ def parse_chunk(
     or transaction hashes instead of whole transactions), missing, unknown or repeated ids,
     an error answer, or a null result.
     """
-    blocks, receipts = _joined(block_bodies), _joined(receipt_bodies)
+    blocks, receipts = _items(block_bodies), _items(receipt_bodies)
     if blocks is None or receipts is None:
         return "an answer is not a batch array"
-    document = b'{"b":' + blocks + b',"r":' + receipts + b"}"
+    document = _document(blocks, receipts)
     options = pj.ParseOptions(
         explicit_schema=CHUNK_ANSWERS,
         unexpected_field_behavior="ignore",
