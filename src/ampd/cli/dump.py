@@ -84,10 +84,10 @@ def _fail(message: str) -> None:
 )
 @click.option(
     "--chunk-blocks",
-    default=100,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Blocks per fetch.",
+    help="Blocks per fetch [default: sized to the chain, 100 to 1,000 blocks of about "
+    "16,000 rows].",
 )
 @click.option(
     "--chunks-in-flight",
@@ -118,7 +118,7 @@ def dump(
     compression: str,
     max_row_group_mb: int,
     max_file_mb: int,
-    chunk_blocks: int,
+    chunk_blocks: int | None,
     chunks_in_flight: int,
     processes: int | None,
     progress: bool | None,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from ampd.extract.chunk_size import ChunkSizer
 from ampd.logs import get_logger
 from ampd.providers.evm_rpc.blocks import RawBlock
 from ampd.providers.evm_rpc.convert import BlockHeader, block_headers, convert
@@ -160,7 +161,7 @@ def shares(first: int, end: int, parts: int) -> list[int]:
 class Tuning:
     """How hard to pull on the provider."""
 
-    chunk_blocks: int = 100  # blocks per fetch_blocks call
+    chunk_blocks: int | None = None  # blocks per fetch; None: sized as extract/chunk_size.py says
     chunks_in_flight: int = 4
 
     @classmethod
@@ -226,7 +227,9 @@ async def extract_range(
     fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
     )
-    producer = asyncio.create_task(_produce(chunks, bounds, tuning.chunk_blocks, fetches, stop))
+    sizer = ChunkSizer(tuning.chunk_blocks, tuning.chunks_in_flight)
+    sizer.started()
+    producer = asyncio.create_task(_produce(chunks, bounds, sizer, fetches, stop))
     try:
         while True:
             task = await fetches.get()
@@ -247,6 +250,7 @@ async def extract_range(
                 if result is not None:
                     group.files.append(result)
                 rows[table] += batches[table].num_rows
+            sizer.record(len(headers), sum(batch.num_rows for batch in batches.values()))
             done_blocks += len(headers)
             bounds.first_pending = headers[-1].number + 1
             if group.files or (stop is not None and stop.is_set()):
@@ -292,7 +296,7 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T | 
 async def _produce(
     source: ChunkSource,
     bounds: RangeBounds,
-    chunk: int,
+    sizer: ChunkSizer,
     out: asyncio.Queue[asyncio.Task[Chunk] | None],
     stop: asyncio.Event | None,
 ) -> None:
@@ -301,7 +305,7 @@ async def _produce(
     assert bounds.first_unrequested is not None
     cursor = bounds.first_unrequested
     while cursor <= bounds.end and not (stop is not None and stop.is_set()):
-        last = min(cursor + chunk - 1, bounds.end)
+        last = cursor + sizer.next(bounds.end - cursor + 1) - 1
         numbers = list(range(cursor, last + 1))
         task = asyncio.create_task(source.chunk(numbers))
         bounds.first_unrequested = last + 1  # at once: a split must never give these away
