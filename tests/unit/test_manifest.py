@@ -216,20 +216,29 @@ def test_unknown_top_level_arrow_type():
 # -- hashing --------------------------------------------------------------------------------
 
 
-def test_hash_is_sha256_of_sorted_compact_json():
-    obj = {"network": "anvil", "kind": "evm-rpc", "tables": {"b": [1, 2], "a": None}}
-    expected = hashlib.sha256(
-        b'{"kind":"evm-rpc","network":"anvil","tables":{"a":null,"b":[1,2]}}'
-    ).hexdigest()
-    assert manifest_hash(obj) == expected
-    assert manifest_hash(json.dumps(obj, indent=4)) == expected
-    assert len(expected) == 64
+# Amp's manifest hash of its evm-rpc manifest for mainnet from block 15,000,000 (a test vector
+# of Amp's repository: tests/config/manifests/<hash> holds the canonical text).
+AMP_MAINNET_HASH = "429dc6fc6e9bb3098ddb7e58be857f5f8e00e6f049001cd9ffa7609bdb9597be"
+
+
+def test_hash_is_amps_for_the_same_manifest():
+    generated = generate_manifest(network="mainnet", start_block=15_000_000)
+    assert manifest_hash(generated) == AMP_MAINNET_HASH
+    assert manifest_hash(json.dumps(generated, indent=4, sort_keys=True)) == AMP_MAINNET_HASH
+    assert parse_manifest(generated).hash == AMP_MAINNET_HASH
+
+
+def test_hash_is_sha256_of_the_canonical_text():
+    obj = {"network": "anvil", "kind": "evm-rpc", "unknown": 1}
+    text = b'{"kind":"evm-rpc","network":"anvil","start_block":0,"finalized_blocks_only":false,"tables":{}}'
+    assert manifest_hash(obj) == hashlib.sha256(text).hexdigest()
 
 
 def test_hash_ignores_key_order_and_whitespace():
     a = parse_manifest('{"kind": "evm-rpc", "network": "anvil"}')
     b = parse_manifest('{"network":"anvil",\n "kind":"evm-rpc"}')
     assert a.hash == b.hash
+    assert a.hash == parse_manifest(minimal(start_block=0, finalized_blocks_only=False)).hash
     assert a.hash != parse_manifest(minimal(start_block=1)).hash
 
 

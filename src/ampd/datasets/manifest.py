@@ -9,7 +9,6 @@ An evm-rpc manifest:
 (`providers.evm_rpc.schema.TABLES`) are the ones data is written with.
 """
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic import ValidationError as _PydanticError
 
 from ampd.datasets import arrow_types
+from ampd.datasets.canonical import canonical_hash, canonical_text
 from ampd.providers.evm_rpc.schema import TABLES as EVM_RPC_TABLES
 
 EVM_RPC_KIND = "evm-rpc"
@@ -53,7 +53,8 @@ class ManifestTable:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A checked manifest. `raw` is the JSON object as given; `hash` is its manifest hash."""
+    """A checked manifest. `raw` is the JSON object as given; `hash` is its manifest hash
+    (Amp's: of the canonical form, so spacing, key order and defaults do not change it)."""
 
     kind: str
     network: str
@@ -141,16 +142,17 @@ def parse_manifest(source: str | bytes | Mapping[str, Any]) -> Manifest:
     )
 
 
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no spaces: the form a manifest is hashed in."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def manifest_hash(obj: Mapping[str, Any] | str | bytes) -> str:
-    """SHA-256 (lowercase hex) of the canonical JSON of a manifest object (or of JSON text)."""
+    """Amp's manifest hash of a checked manifest object (or of its JSON text): the SHA-256
+    of its canonical serialization (datasets/canonical.py)."""
     if isinstance(obj, str | bytes):
         obj = _decode(obj)
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+    return canonical_hash(obj)
+
+
+def canonical_manifest(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest as Amp stores it: defaults filled in, unknown fields dropped."""
+    return json.loads(canonical_text(obj))
 
 
 def generate_manifest(

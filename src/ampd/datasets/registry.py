@@ -17,7 +17,7 @@ from typing import Any
 from obstore.exceptions import BaseError
 from psycopg.types.json import Jsonb
 
-from ampd.datasets.manifest import Manifest, parse_manifest
+from ampd.datasets.manifest import Manifest, canonical_manifest, parse_manifest
 from ampd.datasets.semver import SemVer, is_semver
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb, execute, fetch_all
@@ -87,13 +87,20 @@ class DatasetRegistry:
         manifest = parse_manifest(obj)
         await self._db.execute(
             "insert_manifest",
-            {"hash": manifest.hash, "kind": manifest.kind, "manifest": Jsonb(manifest.raw)},
+            _manifest_row(manifest),
         )
         return manifest
 
     async def get_manifest(self, manifest_hash: str) -> dict[str, Any] | None:
+        """The manifest stored under `manifest_hash`, or under the hash it was given
+        before manifest hashes became Amp's (migration 0004)."""
         row = await self._db.fetch_one("get_manifest", {"hash": manifest_hash})
         return None if row is None else row["manifest"]
+
+    async def current_hash(self, manifest_hash: str) -> str | None:
+        """The hash a stored manifest goes by now (itself, or what an old hash became)."""
+        row = await self._db.fetch_one("get_manifest", {"hash": manifest_hash})
+        return None if row is None else row["hash"]
 
     async def register(
         self, namespace: str, name: str, manifest: Any, version: str | None = None
@@ -120,11 +127,7 @@ class DatasetRegistry:
             parsed = parse_manifest(manifest)
         key = {"namespace": namespace, "name": name}
         async with self._db.transaction() as conn:
-            await execute(
-                conn,
-                "insert_manifest",
-                {"hash": parsed.hash, "kind": parsed.kind, "manifest": Jsonb(parsed.raw)},
-            )
+            await execute(conn, "insert_manifest", _manifest_row(parsed))
             await execute(conn, "upsert_dataset", key)
             tag = {**key, "manifest_hash": parsed.hash, "version": version}
             await execute(conn, "set_tag", {**tag, "tag": "dev"})
@@ -154,11 +157,11 @@ class DatasetRegistry:
             # Any stored manifest of an existing dataset, also one no tag points at any more
             # (the revision of an older job).
             if await self._db.fetch_one("dataset_exists", key) is not None:
-                if await self.get_manifest(revision) is not None:
-                    manifest_hash = revision
+                manifest_hash = await self.current_hash(revision)
+                if manifest_hash is not None:
                     rows = await self._db.fetch_all("dataset_versions", key)
                     version = next(
-                        (r["version"] for r in rows if r["manifest_hash"] == revision), None
+                        (r["version"] for r in rows if r["manifest_hash"] == manifest_hash), None
                     )
         else:
             for row in await self._db.fetch_all("dataset_versions", key):
@@ -241,6 +244,15 @@ class DatasetRegistry:
             except (OSError, BaseError, ValueError, RegistryError) as exc:
                 log.warning("skipping manifest file %s: %s", folder.where(name), exc)
         return count
+
+
+def _manifest_row(manifest: Manifest) -> dict[str, Any]:
+    """A manifest as stored: in canonical form (as Amp stores it), under its hash."""
+    return {
+        "hash": manifest.hash,
+        "kind": manifest.kind,
+        "manifest": Jsonb(canonical_manifest(manifest.raw)),
+    }
 
 
 def _rfc3339(value: datetime) -> str:

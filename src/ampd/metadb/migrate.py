@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -24,6 +25,13 @@ MIGRATION_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"ampd:migrations").digest()[:8], "big", signed=True
 )
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def _data_steps() -> dict[int, Callable[[psycopg.AsyncConnection], Awaitable[None]]]:
+    """Migrations that also rewrite data: version -> the step (given the open transaction)."""
+    from ampd.metadb.rehash import rehash_manifests
+
+    return {4: rehash_manifests}
 
 
 class MigrationError(Exception):
@@ -56,14 +64,18 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(url: str, *, connect_timeout: float = 60.0) -> list[Migration]:
-    """Apply the pending migrations to the database at `url`; returns those applied.
+async def migrate(
+    url: str, *, connect_timeout: float = 60.0, until: int | None = None
+) -> list[Migration]:
+    """Apply the pending migrations to the database at `url` (up to version `until`, all by
+    default); returns those applied. A migration with a data step (`_data_steps`) runs it
+    in the same transaction, right after its SQL.
 
     Waits up to `connect_timeout` s for the database to come up (see `connect.connect`).
     Raises DatabaseUnavailable past that bound, MigrationError for a failed migration or a
     history that does not match the files.
     """
-    migrations = available_migrations()
+    migrations = [m for m in available_migrations() if until is None or m.version <= until]
     applied_now: list[Migration] = []
     async with await connect(url, timeout=connect_timeout, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
@@ -77,7 +89,7 @@ async def migrate(url: str, *, connect_timeout: float = 60.0) -> list[Migration]
             )
             cursor = await conn.execute("SELECT version, name, checksum FROM ampd_migrations")
             applied = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
-            known = {m.version for m in migrations}
+            known = {m.version for m in available_migrations()}
             unknown = sorted(set(applied) - known)
             if unknown:
                 raise MigrationError(
@@ -97,6 +109,9 @@ async def migrate(url: str, *, connect_timeout: float = 60.0) -> list[Migration]
                 try:
                     async with conn.transaction():
                         await conn.execute(migration.sql)
+                        step = _data_steps().get(migration.version)
+                        if step is not None:
+                            await step(conn)
                         await conn.execute(
                             "INSERT INTO ampd_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                             (migration.version, migration.name, migration.checksum),

@@ -9,7 +9,13 @@ VALUES (%(hash)s, %(kind)s, %(manifest)s)
 ON CONFLICT (hash) DO NOTHING;
 
 -- get_manifest --
-SELECT hash, kind, manifest, created_at FROM manifests WHERE hash = %(hash)s;
+-- By its hash, or by a hash it had before (manifest_aliases); `hash` is the current one.
+SELECT hash, kind, manifest, created_at FROM manifests
+WHERE hash = COALESCE(
+    (SELECT a.hash FROM manifest_aliases a WHERE a.old_hash = %(hash)s), %(hash)s);
+
+-- manifest_aliases --
+SELECT old_hash, hash FROM manifest_aliases;
 
 -- upsert_dataset --
 INSERT INTO datasets (namespace, name) VALUES (%(namespace)s, %(name)s)

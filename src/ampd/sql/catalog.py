@@ -188,11 +188,16 @@ class Catalog:
                 "manifest_hash"
             ]
             kinds[row["manifest_hash"]] = (row["kind"], row["network"] or "")
+        # Hashes manifests had before they became Amp's (migration 0004) name them still.
+        old_hashes: dict[str, list[str]] = {}
+        for row in await self.db.fetch_all("manifest_aliases"):
+            old_hashes.setdefault(row["hash"], []).append(row["old_hash"])
         for dataset, named in refs.items():
             for ref, manifest_hash in named.items():
                 tables = tables_of(manifest_hash)
                 revisions[f"{dataset}@{ref}"] = tables
-                revisions[f"{dataset}@{manifest_hash}"] = tables
+                for each in (manifest_hash, *old_hashes.get(manifest_hash, ())):
+                    revisions[f"{dataset}@{each}"] = tables
             default = named.get("latest") or named.get("dev")
             if default is not None:
                 revisions[dataset] = tables_of(default)
