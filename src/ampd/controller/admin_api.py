@@ -80,7 +80,7 @@ def context(request: Request) -> AdminContext:
 
 def create_app(ctx: AdminContext | None = None) -> FastAPI:
     """The Admin API application; without a context only /healthz and /openapi.json work."""
-    from ampd.controller.routes import datasets, files, jobs, providers, workers
+    from ampd.controller.routes import datasets, files, jobs, providers, schema, workers
 
     app = FastAPI(title="ampd Admin API", version=__version__, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
@@ -125,6 +125,6 @@ def create_app(ctx: AdminContext | None = None) -> FastAPI:
         return error_response(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
 
     if ctx is not None:
-        for module in (datasets, jobs, workers, providers, files):
+        for module in (datasets, jobs, workers, providers, files, schema):
             app.include_router(module.router)
     return app

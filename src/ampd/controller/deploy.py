@@ -16,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ampd.controller.planning import plan_segments
+from ampd.datasets.derived import DERIVED_KIND
 from ampd.datasets.manifest import Manifest
 from ampd.datasets.registry import Revision
 from ampd.logs import get_logger
@@ -135,6 +136,14 @@ class Deployer:
 
     async def deploy(self, revision: Revision, request: DeployRequest) -> int:
         """Create (or find) the job for `revision`; returns its id."""
+        if revision.manifest.kind == DERIVED_KIND:
+            raise DeployError(
+                400,
+                "UNSUPPORTED_DATASET_KIND",
+                f"{revision.reference} is a derived dataset (kind {DERIVED_KIND!r}): ampd "
+                "registers derived datasets and plans their SQL, but does not materialize "
+                "them yet",
+            )
         descriptor = request.descriptor(revision)
         existing = await self._active_job(revision)
         if existing is not None:

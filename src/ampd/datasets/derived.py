@@ -23,17 +23,25 @@ against the plan's) needs the catalog; that is the query engine's part, not this
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from ampd.datasets import arrow_types
+from ampd.datasets.canonical import canonical_hash
 from ampd.datasets.manifest import ManifestValidationError
 from ampd.sql.references import table_references
 
-__all__ = ["DERIVED_KIND", "DerivedManifest", "DerivedManifestError", "parse_derived"]
+__all__ = [
+    "DERIVED_KIND",
+    "DerivedManifest",
+    "DerivedManifestError",
+    "parse_derived",
+    "sibling_reads",
+    "table_order",
+]
 
 DERIVED_KIND = "manifest"
 _ALIAS = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
@@ -76,6 +84,19 @@ class DerivedManifest:
     table_order: list[str]  # every table after the sibling tables it reads
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    kind = DERIVED_KIND
+    start_block = 0
+    finalized_blocks_only = False
+
+    @property
+    def hash(self) -> str:
+        return canonical_hash(self.raw)
+
+    @property
+    def schemas(self) -> dict[str, pa.Schema]:
+        """The tables' declared schemas (checked against their SQL at registration)."""
+        return {name: table.schema for name, table in self.tables.items()}
+
 
 def parse_derived(raw: Mapping[str, Any]) -> DerivedManifest:
     """Check a derived manifest (a decoded JSON object). Raises ManifestValidationError or
@@ -95,7 +116,8 @@ def parse_derived(raw: Mapping[str, Any]) -> DerivedManifest:
     if not tables_json and not functions:
         raise ManifestValidationError("tables", raw.get("tables"), "expected at least one table")
     tables = {name: _table(name, value, set(tables_json)) for name, value in tables_json.items()}
-    return DerivedManifest(dependencies, tables, functions, _build_order(tables), raw)
+    order = _build_order({name: table.reads for name, table in tables.items()})
+    return DerivedManifest(dependencies, tables, functions, order, raw)
 
 
 # -- fields ---------------------------------------------------------------------------------
@@ -176,6 +198,12 @@ def _table(name: str, value: Any, siblings: set[str]) -> DerivedTable:
     if not sql.strip():
         raise ManifestValidationError(f"{path}.input.sql", sql, "expected SQL, not an empty string")
     schema = _schema(name, _required(value, path, "schema", dict, "expected an object"))
+    return DerivedTable(name, sql, schema, sibling_reads(name, sql, siblings))
+
+
+def sibling_reads(name: str, sql: str, siblings: Container[str]) -> tuple[str, ...]:
+    """The sibling tables table `name`'s SQL reads (`self.<table>`); raises
+    DerivedManifestError for itself or a table `siblings` lacks."""
     reads = sorted({t for s, t in table_references(sql) if s == "self"})
     if name in reads:
         raise DerivedManifestError(
@@ -187,7 +215,15 @@ def _table(name: str, value: Any, siblings: set[str]) -> DerivedTable:
             "TABLE_NOT_FOUND_IN_DATASET",
             f"table {name!r} reads self.{unknown[0]}, which this dataset does not define",
         )
-    return DerivedTable(name, sql, schema, tuple(reads))
+    return tuple(reads)
+
+
+def table_order(sql_by_table: Mapping[str, str]) -> list[str]:
+    """The tables in build order, each after the sibling tables its SQL reads; raises
+    DerivedManifestError (a table that reads itself, a cycle, an unknown sibling)."""
+    return _build_order(
+        {name: sibling_reads(name, sql, sql_by_table) for name, sql in sql_by_table.items()}
+    )
 
 
 def _function(name: str, value: Any) -> DerivedFunction:
@@ -207,7 +243,7 @@ def _function(name: str, value: Any) -> DerivedFunction:
 # -- order ----------------------------------------------------------------------------------
 
 
-def _build_order(tables: Mapping[str, DerivedTable]) -> list[str]:
+def _build_order(tables: Mapping[str, Sequence[str]]) -> list[str]:
     """Every table after the tables it reads; tables unrelated to each other by name."""
     order: list[str] = []
     done: set[str] = set()
@@ -223,7 +259,7 @@ def _build_order(tables: Mapping[str, DerivedTable]) -> list[str]:
                 f"tables read each other in a cycle: {' -> '.join(cycle)}",
             )
         path.append(name)
-        for read in tables[name].reads:
+        for read in tables[name]:
             visit(read)
         path.pop()
         done.add(name)

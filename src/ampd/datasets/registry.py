@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obstore.exceptions import BaseError
 from psycopg.types.json import Jsonb
@@ -22,6 +22,9 @@ from ampd.datasets.semver import SemVer, is_semver
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb, execute, fetch_all
 from ampd.storage.folder import FolderUnreadable, open_folder
+
+if TYPE_CHECKING:
+    from ampd.datasets.derived import DerivedManifest
 
 log = get_logger("registry")
 
@@ -48,7 +51,7 @@ class Revision:
     name: str
     revision: str
     manifest_hash: str
-    manifest: Manifest
+    manifest: Manifest | DerivedManifest
     version: str | None = None
 
     @property
@@ -84,7 +87,7 @@ class DatasetRegistry:
 
     async def put_manifest(self, obj: Any) -> Manifest:
         """Validate and store a manifest (idempotent); raises InvalidManifest/ManifestValidationError."""
-        manifest = parse_manifest(obj)
+        manifest = load_manifest(obj)
         await self._db.execute(
             "insert_manifest",
             _manifest_row(manifest),
@@ -122,9 +125,9 @@ class DatasetRegistry:
             stored = await self.get_manifest(manifest)
             if stored is None:
                 raise RegistryError("MANIFEST_NOT_FOUND", f"no manifest with hash {manifest}")
-            parsed = parse_manifest(stored)
+            parsed = load_manifest(stored)
         else:
-            parsed = parse_manifest(manifest)
+            parsed = load_manifest(manifest)
         key = {"namespace": namespace, "name": name}
         async with self._db.transaction() as conn:
             await execute(conn, "insert_manifest", _manifest_row(parsed))
@@ -173,7 +176,7 @@ class DatasetRegistry:
             )
         stored = await self.get_manifest(manifest_hash)
         assert stored is not None  # foreign key
-        return Revision(namespace, name, revision, manifest_hash, parse_manifest(stored), version)
+        return Revision(namespace, name, revision, manifest_hash, load_manifest(stored), version)
 
     async def list_datasets(self) -> list[dict[str, Any]]:
         rows = await self._db.fetch_all("list_datasets")
@@ -246,7 +249,18 @@ class DatasetRegistry:
         return count
 
 
-def _manifest_row(manifest: Manifest) -> dict[str, Any]:
+def load_manifest(obj: Any) -> Manifest | DerivedManifest:
+    """A raw manifest (parse_manifest) or a derived one (kind "manifest", parse_derived:
+    its shape and table order; its SQL is checked against its dependencies by the Admin
+    API before it is registered)."""
+    from ampd.datasets.derived import DERIVED_KIND, parse_derived  # it reads sql.references
+
+    if isinstance(obj, dict) and obj.get("kind") == DERIVED_KIND:
+        return parse_derived(obj)
+    return parse_manifest(obj)
+
+
+def _manifest_row(manifest: Manifest | DerivedManifest) -> dict[str, Any]:
     """A manifest as stored: in canonical form (as Amp stores it), under its hash."""
     return {
         "hash": manifest.hash,

@@ -9,14 +9,16 @@ from fastapi.responses import JSONResponse
 
 from ampd.controller.admin_api import ApiError, context, read_json
 from ampd.controller.deploy import DeployError, DeployRequest
+from ampd.controller.derived import check_derived
 from ampd.controller.routes.jobs import job_info
+from ampd.datasets.derived import DERIVED_KIND, DerivedManifest, DerivedManifestError, parse_derived
 from ampd.datasets.manifest import InvalidManifest, Manifest, ManifestValidationError
 from ampd.datasets.registry import HASH, Revision, check_name
 
 router = APIRouter(tags=["datasets"])
 
 
-def _describe(manifest: Manifest) -> dict[str, Any]:
+def _describe(manifest: Manifest | DerivedManifest) -> dict[str, Any]:
     return {
         "manifest_hash": manifest.hash,
         "kind": manifest.kind,
@@ -29,7 +31,21 @@ def _describe(manifest: Manifest) -> dict[str, Any]:
 def _manifest_error(exc: Exception) -> ApiError:
     if isinstance(exc, InvalidManifest):
         return ApiError(400, "INVALID_MANIFEST", str(exc))
+    if isinstance(exc, DerivedManifestError):
+        return ApiError(400, "MANIFEST_VALIDATION_ERROR", f"{exc.code}: {exc}")
     return ApiError(400, "MANIFEST_VALIDATION_ERROR", str(exc))
+
+
+async def _check_if_derived(request: Request, manifest: Any) -> None:
+    """A derived manifest: its shape, then its SQL against the registered dependencies
+    (controller/derived.py), before anything is stored."""
+    if not (isinstance(manifest, dict) and manifest.get("kind") == DERIVED_KIND):
+        return
+    try:
+        parsed = parse_derived(manifest)
+    except (ManifestValidationError, DerivedManifestError) as exc:
+        raise _manifest_error(exc) from None
+    await check_derived(context(request).registry, parsed)
 
 
 @router.post("/datasets", status_code=201)
@@ -50,11 +66,14 @@ async def register_dataset(request: Request) -> JSONResponse:
             400, "INVALID_PAYLOAD_FORMAT", "'manifest' must be a JSON object or a manifest hash"
         )
     check_name(body["namespace"], body["name"])
+    await _check_if_derived(request, manifest)
     try:
         parsed, version = await context(request).registry.register(
             body["namespace"], body["name"], manifest, version
         )
     except (InvalidManifest, ManifestValidationError) as exc:
+        raise _manifest_error(exc) from None
+    except DerivedManifestError as exc:
         raise _manifest_error(exc) from None
     result: dict[str, Any] = {"namespace": body["namespace"], "name": body["name"]}
     if version is not None:
@@ -125,9 +144,10 @@ async def register_manifest(request: Request) -> JSONResponse:
     body = await read_json(request, "INVALID_PAYLOAD_FORMAT")
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_PAYLOAD_FORMAT", "the body must be a manifest JSON object")
+    await _check_if_derived(request, body)
     try:
         manifest = await context(request).registry.put_manifest(body)
-    except (InvalidManifest, ManifestValidationError) as exc:
+    except (InvalidManifest, ManifestValidationError, DerivedManifestError) as exc:
         raise _manifest_error(exc) from None
     return JSONResponse({"hash": manifest.hash}, status_code=201)
 

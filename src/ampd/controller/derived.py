@@ -1,0 +1,58 @@
+"""Derived datasets in the Admin API: their dependencies resolved, their SQL planned.
+
+`POST /schema` (routes/schema.py) plans tables for Amp's CLI as it builds a package;
+`POST /datasets` with a `"manifest"` manifest plans every table against the registered
+dependencies and checks it against its declared schema before anything is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pyarrow as pa
+
+from ampd.controller.admin_api import ApiError
+from ampd.datasets.derived import DerivedManifest, DerivedManifestError
+from ampd.datasets.registry import DatasetRegistry, RegistryError
+from ampd.sql.derived_schema import DerivedSchemaError, infer_schemas
+from ampd.sql.references import parse_reference
+
+
+class DependencyNotFound(Exception):
+    def __init__(self, alias: str, reference: str) -> None:
+        super().__init__(f"dependency {alias!r} ({reference}) not found in the dataset registry")
+        self.alias = alias
+
+
+async def dependency_tables(
+    registry: DatasetRegistry, dependencies: Mapping[str, str]
+) -> dict[str, dict[str, pa.Schema]]:
+    """alias -> the tables (and schemas) of the dataset revision it names; raises
+    DependencyNotFound for a dataset, version or hash the registry does not have."""
+    out: dict[str, dict[str, pa.Schema]] = {}
+    for alias, reference in dependencies.items():
+        parsed = parse_reference(reference)
+        if parsed is None or parsed.revision is None:
+            raise DependencyNotFound(alias, reference)
+        try:
+            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
+        except RegistryError:
+            raise DependencyNotFound(alias, reference) from None
+        out[alias] = dict(revision.manifest.schemas)
+    return out
+
+
+async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) -> None:
+    """Raise ApiError(400, MANIFEST_VALIDATION_ERROR) unless every table plans against the
+    registered dependencies and gives its declared schema (Amp's code for registration; the
+    message names the cause and its own code)."""
+    try:
+        tables = await dependency_tables(registry, manifest.dependencies)
+        sql = {name: table.sql for name, table in manifest.tables.items()}
+        # Planning is CPU work for DataFusion: off the event loop.
+        await asyncio.to_thread(infer_schemas, sql, tables, manifest.schemas)
+    except DependencyNotFound as exc:
+        raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"DEPENDENCY_NOT_FOUND: {exc}") from None
+    except (DerivedSchemaError, DerivedManifestError) as exc:
+        raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"{exc.code}: {exc}") from None
