@@ -825,6 +825,74 @@ def test_a_streaming_query_never_gets_another_datasets_rows(env: dict) -> None:
             api.put(f"/jobs/{job_id}/stop")
 
 
+JOINS = {
+    # A table joined with itself: each block with its parent.
+    "self": 'SELECT c.block_num FROM "test/joins".blocks c '
+    'JOIN "test/joins".blocks p ON c.parent_hash = p.hash',
+    # Two tables: every transaction with its block.
+    "cross": 'SELECT t.block_num, t.tx_hash FROM "test/joins".blocks b '
+    'JOIN "test/joins".transactions t ON b.hash = t.block_hash',
+    # A semi join: the blocks with logs.
+    "semi": 'SELECT block_num FROM "test/joins".blocks '
+    'WHERE hash IN (SELECT block_hash FROM "test/joins".logs)',
+}
+
+
+def test_streaming_joins_send_every_joined_row_once(env: dict) -> None:
+    """Inner and semi joins stream (Amp's streaming-joins doc): over the backfill and the
+    microbatches that follow, each query receives exactly the rows the same query gives as
+    a batch query at the end, each once, in Amp's protocol."""
+    cluster, anvil = env["cluster"], env["anvil"]
+    cluster.register(
+        name="joins", manifest={"kind": "evm-rpc", "network": "anvil", "start_block": 0}
+    )
+    ensure_a_worker(cluster)
+    job_id = cluster.deploy({"end_block": None}, ref="test/joins/versions/1.0.0")
+    head = anvil.block_number()
+    cluster.wait_until(caught_up_to(env, "joins", head), what="the joins job caught up")
+    streams = {name: StreamReader(env, sql) for name, sql in JOINS.items()}
+
+    def batch(name: str) -> list[int]:
+        return sorted(row["block_num"] for row in lines(post(env, JOINS[name])))
+
+    try:
+        new_head = head
+        for _ in range(3):  # new blocks with transactions and logs, committed one by one
+            new_head = fill_chain(anvil, 2, txs_per_block=2)
+            cluster.wait_until(caught_up_to(env, "joins", new_head), what="the new blocks")
+        expected = {name: batch(name) for name in JOINS}
+        assert expected["self"] == list(range(1, new_head + 1))
+        assert max(expected["cross"]) == new_head and max(expected["semi"]) == new_head
+        for name, stream in streams.items():
+            cluster.wait_until(
+                lambda s=stream, n=name: (
+                    sorted(s.received) == expected[n] and s.ended() or bool(s.errors)
+                ),
+                timeout=30,
+                what=f"the {name} join's stream",
+            )
+        time.sleep(1.0)  # time for a row sent twice to arrive
+    finally:
+        for stream in streams.values():
+            stream.close()
+    for name, stream in streams.items():
+        assert not stream.errors, (name, stream.errors)
+        assert sorted(stream.received) == expected[name], name  # each row once
+        assert_amp_microbatches(stream.chunks, anvil)
+        assert sum(1 for _, meta in stream.chunks if meta and meta["ranges_complete"]) > 1
+    client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
+    for sql, expected_error in (
+        (JOINS["cross"].replace("JOIN", "LEFT JOIN"), "non-incremental operation: Join(Left)"),
+        (JOINS["cross"] + ' UNION ALL SELECT block_num, tx_hash FROM "test/joins".logs', "UNION"),
+    ):
+        with pytest.raises(pa.ArrowInvalid, match=re.escape(expected_error)):
+            client.get_flight_info(
+                flight.FlightDescriptor.for_command((sql + " SETTINGS stream = true").encode())
+            )
+    with cluster.api() as api:
+        api.put(f"/jobs/{job_id}/stop")
+
+
 def caught_up_to(env: dict, name: str, block: int):  # noqa: ANN201
     sql = f'SELECT max(block_num) AS m FROM "test/{name}".blocks'
     return lambda: lines(post(env, sql))[0]["m"] == block

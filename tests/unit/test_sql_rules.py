@@ -7,7 +7,13 @@ import pyarrow as pa
 import pytest
 from datafusion import SessionContext
 
-from ampd.sql.rules import QueryRuleError, check_incremental, check_plan
+from ampd.sql.rules import (
+    QueryRuleError,
+    check_incremental,
+    check_plan,
+    check_streamable,
+    has_joins,
+)
 
 
 @pytest.fixture
@@ -89,6 +95,9 @@ def test_incremental_plans_stream(ctx: SessionContext, sql: str) -> None:
         ("SELECT x, row_number() OVER (ORDER BY x) AS r FROM a", "Window"),
         ("SELECT a.x FROM a LEFT JOIN b ON a.x = b.x", "Join(Left)"),
         ("SELECT a.x FROM a FULL JOIN b ON a.x = b.x", "Join(Full)"),
+        ("SELECT x FROM a WHERE x NOT IN (SELECT x FROM b)", "Join(LeftAnti)"),
+        ("SELECT (SELECT max(x) FROM b) AS m FROM a", "ScalarSubquery"),
+        ("SELECT x FROM a WHERE x > (SELECT max(x) FROM b WHERE b.x = a.x)", "Aggregate"),
         (
             "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
             "SELECT n FROM r",
@@ -108,8 +117,27 @@ def test_non_incremental_plans_are_refused_with_amps_message(
     assert str(refused.value) == expected
 
 
-def test_inner_joins_are_refused_as_not_supported_yet(ctx: SessionContext) -> None:
-    with pytest.raises(
-        QueryRuleError, match=r"does not run joins in streaming queries yet: Join\(Inner\)"
-    ):
-        check_incremental(ctx.sql("SELECT a.x FROM a JOIN b ON a._block_num = b._block_num"))
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT a.x FROM a JOIN b ON a._block_num = b._block_num",
+        "SELECT x FROM a WHERE x IN (SELECT x FROM b)",
+        "SELECT x FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.x = a.x)",
+    ],
+)
+def test_inner_and_semi_joins_are_incremental(ctx: SessionContext, sql: str) -> None:
+    frame = ctx.sql(sql)
+    check_incremental(frame)
+    check_streamable(frame, sql)
+    assert has_joins(frame)
+
+
+def test_a_join_with_a_union_is_refused_for_streaming(ctx: SessionContext) -> None:
+    sql = "SELECT a.x FROM a JOIN b ON a.x = b.x UNION ALL SELECT x FROM b"
+    frame = ctx.sql(sql)
+    check_incremental(frame)  # Amp's rules allow it
+    with pytest.raises(QueryRuleError, match="a join and a UNION in one streaming query"):
+        check_streamable(frame, sql)
+    unions = "SELECT x FROM a UNION ALL SELECT x FROM b"
+    check_streamable(ctx.sql(unions), unions)  # a union without a join streams as it is
+    assert not has_joins(ctx.sql("SELECT x FROM a UNION ALL SELECT x FROM b"))

@@ -41,7 +41,8 @@ from ampd.sql.microbatches import (
     query_ranges,
     resumed,
 )
-from ampd.sql.rules import QueryRuleError, check_incremental
+from ampd.sql.rules import QueryRuleError, check_incremental, check_streamable, has_joins
+from ampd.sql.stream_joins import StreamJoin
 
 log = get_logger("server")
 
@@ -176,7 +177,7 @@ class _Server(flight.FlightServerBase):
                 parse_cursor(resume)  # a malformed cursor is refused here, before DoGet
             frame = plan(parsed.sql, self._snapshot(), self._limits)
             if stream:
-                _check_incremental(frame)
+                _check_incremental(frame, parsed.sql)
             schema = frame.schema()
         except QueryError as exc:
             raise _flight_error(exc) from None
@@ -213,11 +214,12 @@ class _Server(flight.FlightServerBase):
             snapshot = self._snapshot()
             frame = plan(sql, snapshot, self._limits)
             if stream:
-                _check_incremental(frame)
+                _check_incremental(frame, sql)
                 # Each microbatch runs a plan of its own files: this one gives the schema.
                 schema = frame.schema()
+                join = StreamJoin.of(sql, snapshot) if has_joins(frame) else None
                 return flight.GeneratorStream(
-                    schema, self._streaming(sql, snapshot, schema, context, cursor)
+                    schema, self._streaming(sql, snapshot, schema, context, cursor, join)
                 )
             batches = self._run(BatchStream.open(frame, self._limits, snapshot))
         except QueryError as exc:
@@ -245,6 +247,7 @@ class _Server(flight.FlightServerBase):
         schema: pa.Schema,
         context: flight.ServerCallContext,
         cursor: Cursor | None = None,
+        join: StreamJoin | None = None,
     ) -> Iterator[Any]:
         """What is committed (after `cursor`'s blocks), then each block range committed
         since, in block order, as microbatches (sql/microbatches.py).
@@ -260,7 +263,10 @@ class _Server(flight.FlightServerBase):
         try:
             while True:
                 for batch in pending:
-                    yield from self._microbatch(sql, snapshot, batch)
+                    if join is None:
+                        yield from self._microbatch(sql, snapshot, batch)
+                    else:
+                        yield from self._joined(join, snapshot, batch, frozenset(seen))
                     yield end_of(schema, batch.ranges)
                     seen.update(batch.files)
                     watermark, sent = batch.ranges, time.monotonic()
@@ -288,6 +294,21 @@ class _Server(flight.FlightServerBase):
             for data in rows.iterate_from_thread(self._loop):
                 yield data, metadata(batch.ranges, False)
 
+    def _joined(
+        self, join: StreamJoin, snapshot: CatalogSnapshot, batch: Microbatch, seen: frozenset[int]
+    ) -> Iterator[Any]:
+        """A join's rows made by one microbatch: per part, in block order, the rows of its
+        update terms (sql/stream_joins.py), the part then counting as read."""
+        limits = replace(self._limits, timeout_secs=0)
+        history = seen
+        for part in batch.parts:
+            for term in join.terms(snapshot, part, history):
+                frame = plan(join.sql, snapshot, self._limits, only=term)
+                rows = self._run(BatchStream.open(frame, limits, snapshot))
+                for data in rows.iterate_from_thread(self._loop):
+                    yield data, metadata(batch.ranges, False)
+            history = history | part
+
     def _wait_for_change(self, version: int) -> CatalogSnapshot | None:
         async def wait() -> CatalogSnapshot | None:
             try:
@@ -301,9 +322,10 @@ class _Server(flight.FlightServerBase):
         return asyncio.run_coroutine_threadsafe(wait(), self._loop).result()
 
 
-def _check_incremental(frame) -> None:  # noqa: ANN001
+def _check_incremental(frame, sql: str) -> None:  # noqa: ANN001
     try:
         check_incremental(frame)
+        check_streamable(frame, sql)
     except QueryRuleError as exc:
         raise QueryError(400, "INVALID_QUERY", str(exc)) from None
 

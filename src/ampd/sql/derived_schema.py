@@ -102,7 +102,7 @@ def _plan(name: str, sql: str, schemas: Mapping[str, TableSchemas]) -> pa.Schema
             "NO_TABLE_REFERENCES", f"table {name!r} does not read any dependency or sibling table"
         )
     try:
-        check_incremental(frame, amp_joins=True)
+        check_incremental(frame)
     except QueryRuleError as exc:
         raise DerivedSchemaError(
             "NON_INCREMENTAL_QUERY", f"table {name!r} contains non-incremental SQL: {exc}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
@@ -31,10 +31,13 @@ from ampd.sql.functions import (
     register_functions,
     restore_names,
 )
-from ampd.sql.references import parse_reference, resolve, table_references
+from ampd.sql.references import base_schema, parse_reference, resolve, table_references
 from ampd.sql.rules import QueryRuleError, check_plan
 
 log = get_logger("server")
+
+# Which files a plan reads: all (None), those ids, or ids per `(schema, table)` reading.
+Only = frozenset[int] | Mapping[tuple[str, str], frozenset[int]] | None
 
 # Statements that write or change something; refused before DataFusion sees them (the
 # planner refuses DDL, DML and statements too: this gives the clearer message).
@@ -170,7 +173,7 @@ def _named_tables(sql: str, snapshot: CatalogSnapshot) -> Iterator[tuple[str, st
     """(schema name as written, table name, its revision) of each dataset table the query
     names that exists in `snapshot`."""
     for schema_name, table_name in table_references(sql):
-        key = resolve(schema_name, snapshot.schemas)
+        key = resolve(base_schema(schema_name), snapshot.schemas)
         revision = snapshot.schemas.get(key) if key is not None else None
         if revision is not None and table_name in revision.tables:
             yield schema_name, table_name, revision
@@ -188,7 +191,7 @@ def _register(
     ctx: SessionContext,
     sql: str,
     snapshot: CatalogSnapshot,
-    only: frozenset[int] | None,
+    only: Only,
 ) -> None:
     """Register the dataset tables the query names (and nothing else) in a fresh catalog.
 
@@ -200,7 +203,12 @@ def _register(
     for schema_name, table_name, revision in _named_tables(sql, snapshot):
         files = revision.tables.get(table_name, ())
         if only is not None:
-            files = tuple(f for f in files if f.id in only)
+            ids = (
+                only.get((schema_name, table_name), frozenset())
+                if isinstance(only, Mapping)
+                else only
+            )
+            files = tuple(f for f in files if f.id in ids)
         if schema_name not in schemas:
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
@@ -274,11 +282,11 @@ def plan(
     sql: str,
     snapshot: CatalogSnapshot,
     limits: Limits,
-    only: frozenset[int] | None = None,
+    only: Only = None,
 ):  # noqa: ANN201
     """A DataFusion DataFrame for `sql` over `snapshot` (or, with `only`, over just the files
     of those ids in the tables it reads, in one partition: part of a streaming query's
-    microbatch).
+    microbatch; a mapping gives each reading, by its `(schema, table)` name, its own ids).
 
     Raises QueryError with the API's codes.
     """

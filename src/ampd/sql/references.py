@@ -20,7 +20,7 @@ every `a.b` pair is a candidate, and only those whose first part names a dataset
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from ampd.datasets.registry import DEFAULT_NAMESPACE, NAME, NAMESPACE
@@ -90,6 +90,62 @@ def table_references(sql: str) -> list[tuple[str, str]]:
             if pair not in found:
                 found.append(pair)
     return found
+
+
+OCCURRENCE = "#"  # `"<schema>#<k>"`: the k-th reading of a table a query reads more than once
+
+
+def distinct_occurrences(
+    sql: str, is_table: Callable[[str, str], bool]
+) -> tuple[str, list[tuple[str, str]]]:
+    """`sql` with every table it reads more than once named apart, and the `(schema, table)`
+    name of each reading, in order: the second `eth.blocks` becomes `"eth#2".blocks`, the
+    third `"eth#3".blocks`. `is_table(schema, table)` says which pairs are tables (a
+    `table.column` pair is none). `base_schema` gives a renamed schema's original name."""
+    pieces: list[str] = []
+    readings: list[tuple[str, str]] = []
+    counts: dict[tuple[str, str], int] = {}
+    tokens = [m for m in _TOKEN.finditer(sql)]
+    significant = [
+        m for m in tokens if m.lastgroup not in ("space", "line_comment", "block_comment")
+    ]
+    position = 0
+    for i in range(len(significant) - 2):
+        first, dot, second = significant[i : i + 3]
+        if first.lastgroup not in ("word", "quoted") or dot.lastgroup != "dot":
+            continue
+        if second.lastgroup not in ("word", "quoted"):
+            continue
+        pair = (_identifier(first), _identifier(second))
+        if not is_table(*pair):
+            continue
+        counts[pair] = counts.get(pair, 0) + 1
+        if counts[pair] == 1:
+            readings.append(pair)
+            continue
+        renamed = f"{pair[0]}{OCCURRENCE}{counts[pair]}"
+        readings.append((renamed, pair[1]))
+        pieces.append(sql[position : first.start()])
+        pieces.append('"' + renamed.replace('"', '""') + '"')
+        position = first.end()
+    pieces.append(sql[position:])
+    return "".join(pieces), readings
+
+
+def words(sql: str) -> set[str]:
+    """The unquoted words of `sql` outside strings and comments, lower-cased (keywords
+    among them: whether a query says UNION, say)."""
+    return {m.group().lower() for m in _TOKEN.finditer(sql) if m.lastgroup == "word"}
+
+
+def base_schema(schema: str) -> str:
+    """The schema a reading was renamed from (itself if it was not)."""
+    return schema.split(OCCURRENCE, 1)[0]
+
+
+def _identifier(match: re.Match) -> str:
+    text = match.group()
+    return text[1:-1].replace('""', '"') if match.lastgroup == "quoted" else text.lower()
 
 
 def resolve(schema: str, known: Container[str]) -> str | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ampd.sql.references import words
+
 # DataFusion names the columns of UNNEST like this itself; Amp lets them through.
 _UNNEST_PLACEHOLDER = "__unnest_placeholder"
 
@@ -52,27 +54,54 @@ def check_plan(frame: Any) -> None:  # a datafusion DataFrame
 
 
 _STREAMING = "non-incremental queries are not supported for streaming"
-_AMP_JOINS = ("Inner", "LeftSemi", "RightSemi")  # incremental in Amp, not here yet
+_AMP_JOINS = ("Inner", "LeftSemi", "RightSemi")  # incremental in Amp's rules
+_SUBQUERY = "<subquery>"
 
 
-def check_incremental(frame: Any, amp_joins: bool = False) -> None:  # a datafusion DataFrame
+def check_incremental(frame: Any) -> None:  # a datafusion DataFrame
     """Raise QueryRuleError, with Amp's message, if the planned `frame` cannot run in
-    microbatches. With `amp_joins`, the joins Amp runs incrementally (inner, semi) pass:
-    the rules as Amp states them, for checking a derived table's SQL."""
-    for node in _nodes(frame.logical_plan()):
+    microbatches (Amp's rules: its inner and semi joins pass).
+
+    The plan as written shows a subquery (`IN`, `EXISTS`, a scalar one) only as an
+    expression; DataFusion's optimizer turns `IN` / `EXISTS` into semi or anti joins and a
+    correlated scalar subquery into an aggregate and a join, so such a plan is checked
+    optimized too, and a subquery left as such (an uncorrelated scalar one) is refused."""
+    plans = [frame.logical_plan()]
+    if _SUBQUERY in plans[0].display_indent():
+        optimized = frame.optimized_logical_plan()
+        if _SUBQUERY in optimized.display_indent():
+            raise QueryRuleError(f"{_STREAMING}, {_non_incremental('ScalarSubquery')}")
+        plans.append(optimized)
+    for node in (n for plan in plans for n in _nodes(plan)):
         name = node.to_variant().__class__.__name__
         if name == "Join":
             kind = str(node.to_variant().join_type())
-            if kind in _AMP_JOINS and amp_joins:
-                continue
-            if kind in _AMP_JOINS:
-                raise QueryRuleError(
-                    f"{_STREAMING}: ampd does not run joins in streaming queries yet: Join({kind})"
-                )
-            raise QueryRuleError(f"{_STREAMING}, {_non_incremental(f'Join({kind})')}")
+            if kind not in _AMP_JOINS:
+                raise QueryRuleError(f"{_STREAMING}, {_non_incremental(f'Join({kind})')}")
+            continue
         op = _blocking_op(node, name)
         if op is not None:
             raise QueryRuleError(f"{_STREAMING}, {_non_incremental(op)}")
+
+
+def has_joins(frame: Any) -> bool:
+    """The plan joins tables, or reads one in an `IN` / `EXISTS` subquery (a semi join):
+    its microbatches then take the join update rule."""
+    plan = frame.logical_plan()
+    if _SUBQUERY in plan.display_indent():
+        return True
+    return any(type(n.to_variant()).__name__ == "Join" for n in _nodes(plan))
+
+
+def check_streamable(frame: Any, sql: str) -> None:
+    """Raise QueryRuleError for what ampd's streaming does not run although Amp's rules
+    allow it: a join and a UNION in one query (a join's microbatch is the sum of its
+    update terms; a union's is not). The UNION is looked for in the SQL: a table of many
+    files is itself a union in the plan."""
+    if has_joins(frame) and {"union", "intersect", "except"} & words(sql):
+        raise QueryRuleError(
+            f"{_STREAMING}: ampd does not run a join and a UNION in one streaming query yet"
+        )
 
 
 def _non_incremental(op: str) -> str:
