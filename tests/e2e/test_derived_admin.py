@@ -68,6 +68,10 @@ def test_schema_plans_tables_in_order_with_block_num_first(cluster: Cluster):
     decoded = fields["transfers"][3]["type"]["Struct"]
     assert [f["name"] for f in decoded] == ["from", "to", "value"]
     assert fields["big"][1:] == [fields["transfers"][1], fields["transfers"][3]]  # as planned
+    # Amp's published CLI reads the same schema under "schema", with the networks read.
+    for table in ("transfers", "big"):
+        assert body["schemas"][table]["schema"] == {"arrow": {"fields": fields[table]}}
+        assert body["schemas"][table]["networks"] == ["anvil"]
 
 
 def test_schema_with_only_functions_plans_nothing(cluster: Cluster):

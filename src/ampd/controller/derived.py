@@ -30,7 +30,16 @@ async def dependency_tables(
 ) -> dict[str, dict[str, pa.Schema]]:
     """alias -> the tables (and schemas) of the dataset revision it names; raises
     DependencyNotFound for a dataset, version or hash the registry does not have."""
+    tables, _ = await dependency_revisions(registry, dependencies)
+    return tables
+
+
+async def dependency_revisions(
+    registry: DatasetRegistry, dependencies: Mapping[str, str]
+) -> tuple[dict[str, dict[str, pa.Schema]], dict[str, list[str]]]:
+    """alias -> its tables and schemas, and alias -> the networks its tables are of."""
     out: dict[str, dict[str, pa.Schema]] = {}
+    networks: dict[str, list[str]] = {}
     for alias, reference in dependencies.items():
         parsed = parse_reference(reference)
         if parsed is None or parsed.revision is None:
@@ -40,7 +49,17 @@ async def dependency_tables(
         except RegistryError:
             raise DependencyNotFound(alias, reference) from None
         out[alias] = dict(revision.manifest.schemas)
-    return out
+        networks[alias] = _networks(revision.manifest)
+    return out, networks
+
+
+def _networks(manifest: object) -> list[str]:
+    """A raw dataset's network; a derived one's tables' (Amp's CLI writes one per table)."""
+    network = getattr(manifest, "network", None)
+    if isinstance(network, str):
+        return [network]
+    tables = getattr(manifest, "raw", {}).get("tables") or {}
+    return sorted({t["network"] for t in tables.values() if isinstance(t.get("network"), str)})
 
 
 async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) -> None:

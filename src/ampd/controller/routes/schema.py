@@ -3,8 +3,9 @@
 Request (Amp's `SchemaRequest`), every field optional:
     {"tables": {name: sql}, "dependencies": {alias: "ns/name@version-or-hash"},
      "functions": {name: {"inputTypes", "outputType", "source"}}}
-Answer: {"schemas": {name: {"arrow": {"fields": [{"name", "type", "nullable"}]}}}}, each
-with `_block_num` first. Only functions: `{"schemas": {}}` (nothing to plan).
+Answer: {"schemas": {name: {"arrow": {"fields": [{"name", "type", "nullable"}]}, "schema":
+{"arrow": ...}, "networks": [...]}}}, each with `_block_num` first: Amp's server answers the
+first form, Amp's published CLI reads the second. Only functions: `{"schemas": {}}`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import pyarrow as pa
 from fastapi import APIRouter, Request
 
 from ampd.controller.admin_api import ApiError, context, read_json
-from ampd.controller.derived import DependencyNotFound, dependency_tables
+from ampd.controller.derived import DependencyNotFound, dependency_revisions
 from ampd.datasets import arrow_types
-from ampd.datasets.derived import DerivedManifestError, parse_derived
+from ampd.datasets.derived import DerivedManifestError, parse_derived, table_order
 from ampd.datasets.manifest import ManifestValidationError
 from ampd.sql.derived_schema import DerivedSchemaError, infer_schemas
+from ampd.sql.references import table_references
 
 router = APIRouter(tags=["schema"])
 
@@ -62,15 +64,18 @@ async def analyze(request: Request) -> dict[str, Any]:
     if not tables:
         return {"schemas": {}}
     try:
-        deps = await dependency_tables(context(request).registry, body.get("dependencies", {}))
+        deps, networks = await dependency_revisions(
+            context(request).registry, body.get("dependencies", {})
+        )
     except DependencyNotFound as exc:
         raise ApiError(404, "DEPENDENCY_NOT_FOUND", str(exc)) from None
     try:
         schemas = await asyncio.to_thread(infer_schemas, tables, deps)
     except (DerivedSchemaError, DerivedManifestError) as exc:
         raise ApiError(400, exc.code, str(exc)) from None
+    read = _networks_read(tables, networks)
     try:
-        return {"schemas": {name: _schema_json(schemas[name]) for name in sorted(schemas)}}
+        return {"schemas": {name: _answer(schemas[name], read[name]) for name in sorted(schemas)}}
     except arrow_types.UnknownArrowType as exc:
         raise ApiError(500, "SCHEMA_INFERENCE", f"a planned column has {exc}") from None
 
@@ -82,9 +87,31 @@ def _placeholder(sql: str) -> dict[str, Any]:
 _PLACEHOLDER_FIELD = {"name": "_block_num", "type": "UInt64", "nullable": False}
 
 
-def _schema_json(schema: pa.Schema) -> dict[str, Any]:
+def _answer(schema: pa.Schema, networks: list[str]) -> dict[str, Any]:
+    """A table's entry in both forms Amp's clients read: its `TableSchema`
+    (`{"arrow": ...}`, what Amp's server answers) and, for Amp's published CLI (npm
+    @edgeandnode/amp), `{"schema": <TableSchema>, "networks": [...]}`. Each ignores the
+    other's keys."""
     fields = [
         {"name": f.name, "type": arrow_types.to_json(f.type), "nullable": f.nullable}
         for f in schema
     ]
-    return {"arrow": {"fields": fields}}
+    table_schema = {"arrow": {"fields": fields}}
+    return {**table_schema, "schema": table_schema, "networks": networks}
+
+
+def _networks_read(
+    sql_by_table: dict[str, str], networks: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """The networks of the dependencies each table reads, its siblings' included."""
+    order = table_order(sql_by_table)
+    read: dict[str, list[str]] = {}
+    for name in order:
+        found: set[str] = set()
+        for schema, table in table_references(sql_by_table[name]):
+            if schema == "self":
+                found.update(read.get(table, ()))
+            else:
+                found.update(networks.get(schema, ()))
+        read[name] = sorted(found)
+    return read
