@@ -83,6 +83,30 @@ def test_schema_with_only_functions_plans_nothing(cluster: Cluster):
     assert post(cluster, "/schema", {"functions": {"f": fn}}) == (200, {"schemas": {}})
 
 
+DOUBLE = {
+    "inputTypes": ["UInt64"],
+    "outputType": "UInt64",
+    "source": {"source": "function double(x) { return x * 2n }", "filename": "double.js"},
+}
+
+
+def test_schema_plans_calls_of_the_datasets_own_functions(cluster: Cluster):
+    sql = "SELECT block_num, self.double(gas_used) AS doubled FROM eth.blocks"
+    body = {"dependencies": DEP, "tables": {"t": sql}, "functions": {"double": DOUBLE}}
+    status, answer = post(cluster, "/schema", body)
+    assert status == 200, answer
+    assert answer["schemas"]["t"]["arrow"]["fields"][2] == {
+        "name": "doubled", "type": "UInt64", "nullable": True
+    }  # fmt: skip
+    # Without the declaration the call does not plan.
+    status, answer = post(cluster, "/schema", {"dependencies": DEP, "tables": {"t": sql}})
+    assert (status, answer["error_code"]) == (400, "INVALID_PLAN")
+    # A call with the wrong argument type does not either.
+    wrong = {**body, "tables": {"t": "SELECT self.double(hash) AS d FROM eth.blocks"}}
+    status, answer = post(cluster, "/schema", wrong)
+    assert (status, answer["error_code"]) == (400, "INVALID_PLAN")
+
+
 SCHEMA_ERRORS = [
     ({}, 400, "EMPTY_TABLES_AND_FUNCTIONS"),
     ({"tables": []}, 400, "INVALID_PAYLOAD_FORMAT"),

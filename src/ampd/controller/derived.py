@@ -70,7 +70,9 @@ async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) ->
         tables = await dependency_tables(registry, manifest.dependencies)
         sql = {name: table.sql for name, table in manifest.tables.items()}
         # Planning is CPU work for DataFusion: off the event loop.
-        await asyncio.to_thread(infer_schemas, sql, tables, manifest.schemas)
+        await asyncio.to_thread(
+            infer_schemas, sql, tables, manifest.schemas, list(manifest.functions.values())
+        )
     except DependencyNotFound as exc:
         raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"DEPENDENCY_NOT_FOUND: {exc}") from None
     except (DerivedSchemaError, DerivedManifestError) as exc:

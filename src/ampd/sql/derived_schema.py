@@ -17,7 +17,7 @@ Amp's docs promise that check, its code does not make it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 from datafusion import SessionConfig, SessionContext, SQLOptions
@@ -32,6 +32,7 @@ from ampd.sql.functions import (
     restore_names,
 )
 from ampd.sql.functions.eth_call import EthCaller
+from ampd.sql.functions.js import JsFunction, js_udf
 from ampd.sql.rules import QueryRuleError, check_incremental, plan_nodes
 
 __all__ = ["BLOCK_NUM", "DerivedSchemaError", "infer_schemas"]
@@ -55,24 +56,29 @@ def infer_schemas(
     sql_by_table: Mapping[str, str],
     dependencies: Mapping[str, TableSchemas],
     declared: TableSchemas | None = None,
+    functions: Sequence[JsFunction] = (),
 ) -> dict[str, pa.Schema]:
     """Each table's planned schema (`_block_num` first), planned in build order.
 
     `dependencies`: alias -> that dataset's tables and schemas. With `declared` (a
     manifest's schemas), later tables see their siblings' declared schemas, as a
     materialization writes them, and each planned schema must match its declared one.
+    `functions`: the dataset's JavaScript functions, which its SQL calls as `self.<name>`
+    (planned with their declared types, never run here).
     Raises DerivedSchemaError or DerivedManifestError."""
     planned: dict[str, pa.Schema] = {}
     for name in table_order(sql_by_table):
         siblings = {t: (declared or planned)[t] for t in planned}
-        schema = _plan(name, sql_by_table[name], {**dependencies, "self": siblings})
+        schema = _plan(name, sql_by_table[name], {**dependencies, "self": siblings}, functions)
         if declared is not None:
             _check_declared(name, declared[name], schema)
         planned[name] = schema
     return planned
 
 
-def _plan(name: str, sql: str, schemas: Mapping[str, TableSchemas]) -> pa.Schema:
+def _plan(
+    name: str, sql: str, schemas: Mapping[str, TableSchemas], functions: Sequence[JsFunction]
+) -> pa.Schema:
     ctx = SessionContext(SessionConfig().with_default_catalog_and_schema("datafusion", "public"))
     catalog = Catalog.memory_catalog()
     for alias, tables in schemas.items():
@@ -84,6 +90,8 @@ def _plan(name: str, sql: str, schemas: Mapping[str, TableSchemas]) -> pa.Schema
     ctx.register_catalog_provider("datafusion", catalog)
     register_functions(ctx)
     try:
+        for fn in functions:
+            ctx.register_udf(js_udf(fn))
         # An eth_call is planned (its types checked) but never run here.
         prepared = prepare(ctx, sql, lambda site: EthCaller([]))
         frame = restore_names(ctx.sql_with_options(prepared, _OPTIONS))

@@ -69,7 +69,8 @@ def parse_reference(text: str) -> DatasetReference | None:
 
 def table_references(sql: str) -> list[tuple[str, str]]:
     """Every `(schema, table)` pair the SQL may name, as DataFusion will see the names
-    (unquoted ones lower-cased), in order, without repeats."""
+    (unquoted ones lower-cased), in order, without repeats; a pair called as a function
+    (`self.fn(...)`, `ds.eth_call(...)`) is none."""
     parts: list[tuple[str, str | None]] = []  # (kind, normalized identifier)
     for match in _TOKEN.finditer(sql):
         kind = match.lastgroup or "other"
@@ -80,11 +81,15 @@ def table_references(sql: str) -> list[tuple[str, str]]:
             parts.append(("ident", text.lower()))
         elif kind == "quoted":
             parts.append(("ident", text[1:-1].replace('""', '"')))
+        elif text == "(":
+            parts.append(("open", None))
         else:
             parts.append((kind, None))
     found: list[tuple[str, str]] = []
     for i in range(len(parts) - 2):
         (k0, schema), (k1, _), (k2, table) = parts[i : i + 3]
+        if i + 3 < len(parts) and parts[i + 3][0] == "open":
+            continue  # `self.fn(...)`: a function, not a table
         if k0 == "ident" and k1 == "dot" and k2 == "ident":
             pair = (str(schema), str(table))
             if pair not in found:

@@ -49,7 +49,7 @@ async def analyze(request: Request) -> dict[str, Any]:
     # The same field rules as a manifest's (names, references, function types): checked by
     # the manifest parser on a manifest with placeholder schemas.
     try:
-        parse_derived(
+        checked = parse_derived(
             {
                 "kind": "manifest",
                 "dependencies": body.get("dependencies", {}),
@@ -70,7 +70,9 @@ async def analyze(request: Request) -> dict[str, Any]:
     except DependencyNotFound as exc:
         raise ApiError(404, "DEPENDENCY_NOT_FOUND", str(exc)) from None
     try:
-        schemas = await asyncio.to_thread(infer_schemas, tables, deps)
+        schemas = await asyncio.to_thread(
+            infer_schemas, tables, deps, None, list(checked.functions.values())
+        )
     except (DerivedSchemaError, DerivedManifestError) as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     read = _networks_read(tables, networks)
