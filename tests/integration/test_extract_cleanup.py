@@ -13,6 +13,7 @@ import pytest
 from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc import ProviderPool
+from ampd.providers.evm_rpc.in_process import InProcessSource
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile
 from ampd.storage.store import LocalStore
@@ -46,7 +47,12 @@ async def extract(anvil: Anvil, target: ExtractionTarget, end: int, on_commit) -
     async def run() -> int:
         async with pool:
             return await extract_range(
-                pool, target, 0, end, on_commit, tuning=Tuning(chunk_blocks=2, chunks_in_flight=1)
+                InProcessSource(pool),
+                target,
+                0,
+                end,
+                on_commit,
+                tuning=Tuning(chunk_blocks=2, chunks_in_flight=1),
             )
 
     return asyncio.ensure_future(run())

@@ -12,6 +12,7 @@ from ampd.extract.engine import RangeBounds, Tuning, extract_range
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc import ProviderPool
 from ampd.providers.evm_rpc.blocks import RawBlock
+from ampd.providers.evm_rpc.in_process import InProcessSource
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile
 from ampd.storage.store import open_store
@@ -62,7 +63,7 @@ async def test_split_mid_run_ends_before_the_split_block(anvil: Anvil, tmp_path:
     async with ProviderPool([config]) as pool:
         source = Recording(pool)
         last = await extract_range(
-            source,
+            InProcessSource(source),
             target,
             0,
             end,
@@ -89,4 +90,4 @@ async def test_bounds_must_end_where_the_range_does(anvil: Anvil, tmp_path: Path
         raise AssertionError("nothing to commit")
 
     with pytest.raises(ValueError, match="bounds end at 5, not at 9"):
-        await extract_range(anvil, target, 0, 9, commit, bounds=RangeBounds(5))  # type: ignore[arg-type]
+        await extract_range(InProcessSource(anvil), target, 0, 9, commit, bounds=RangeBounds(5))

@@ -12,6 +12,7 @@ import pytest
 from ampd.extract.engine import Tuning, extract_range, unless_stopped
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc import ProviderPool
+from ampd.providers.evm_rpc.in_process import InProcessSource
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile
 from ampd.storage.store import open_store
@@ -53,7 +54,7 @@ async def test_stop_while_the_provider_is_down_commits_what_is_written(
         async with ProviderPool([config], max_attempts=None, backoff_cap=0.2) as pool:
             run = asyncio.ensure_future(
                 extract_range(
-                    pool,
+                    InProcessSource(pool),
                     target,
                     0,
                     end,

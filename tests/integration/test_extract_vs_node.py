@@ -24,6 +24,7 @@ import pytest
 from ampd.datasets.manifest import parse_manifest
 from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
 from ampd.extract.sources import open_pool
+from ampd.providers.evm_rpc.in_process import InProcessSource
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile, WriterSettings
 from ampd.storage.paths import new_revision
@@ -286,6 +287,7 @@ async def _extract(node: Node, tmp: Path, settings: WriterSettings) -> list[list
     revision = new_revision()
     target = ExtractionTarget(
         network=NETWORK,
+        schemas=manifest.schemas,
         store=open_store(tmp / "data"),
         writer=settings,
         table_prefixes={t: f"{NAMESPACE}/{DATASET}/{t}/{revision}" for t in TABLES},
@@ -297,7 +299,12 @@ async def _extract(node: Node, tmp: Path, settings: WriterSettings) -> list[list
 
     async with open_pool(manifest, inputs.providers_dir, max_attempts=5) as pool:
         last = await extract_range(
-            pool, target, 0, node.end, commit, tuning=Tuning(chunk_blocks=1, chunks_in_flight=2)
+            InProcessSource(pool),
+            target,
+            0,
+            node.end,
+            commit,
+            tuning=Tuning(chunk_blocks=1, chunks_in_flight=2),
         )
     assert last == node.end
     return groups

@@ -15,6 +15,7 @@ def target_for(store: ObjectStore, **kw: Any) -> ExtractionTarget:
     """Default writer settings, the `anvil` network, `_/chain/<table>/<new revision>`."""
     return ExtractionTarget(
         network="anvil",
+        schemas=TABLES,
         store=store,
         writer=WriterSettings(),
         table_prefixes={t: f"_/chain/{t}/{new_revision()}" for t in TABLES},

@@ -16,6 +16,7 @@ from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
 from ampd.extract.parallel import ProcessPoolSource
 from ampd.providers.config import ProviderConfigError, load_providers, select_providers
 from ampd.providers.evm_rpc.errors import RpcError
+from ampd.providers.evm_rpc.in_process import InProcessSource
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.runtime.exit import exit_now
@@ -141,7 +142,7 @@ def dump(
             pool = ProcessPoolSource(providers, workers, start_method="fork")
             pool.start()
         else:
-            pool = ProviderPool(providers)
+            pool = InProcessSource(ProviderPool(providers))
         store = open_store(data_dir)  # after the fork: a remote store's client starts threads
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")
@@ -151,6 +152,7 @@ def dump(
     revision = new_revision()
     target = ExtractionTarget(
         network=manifest.network,
+        schemas=manifest.schemas,
         store=store,
         writer=settings,
         table_prefixes={t: f"{namespace}/{dataset}/{t}/{revision}" for t in TABLES},

@@ -1,10 +1,11 @@
-"""Extract a block range of an evm-rpc dataset into Parquet files, committing as it goes.
+"""Extract a block range of a raw dataset into Parquet files, committing as it goes.
 
-Blocks are fetched in chunks, several chunks in flight at once, and consumed in order:
-converted to Arrow (in a thread, so the event loop keeps heartbeating), checked for an
-unbroken hash chain, and written to one TableWriter per table. The three writers always
-close together, at the same block, so each commit covers one block range in every table:
-that is what lets a checkpoint say "every table is done up to here".
+The engine knows no source kind: a ChunkSource (extract/chunk.py) of the dataset's kind
+turns block numbers into Arrow batches per table, and the target names the tables and their
+schemas. Blocks are fetched in chunks, several chunks in flight at once, and consumed in
+order: checked for an unbroken hash chain, and written to one TableWriter per table. The
+writers always close together, at the same block, so each commit covers one block range in
+every table: that is what lets a checkpoint say "every table is done up to here".
 
 A file that is in the store but not committed never outlives the extraction that wrote it:
 on any error or cancellation, files whose commit was never attempted are deleted, and files
@@ -18,13 +19,13 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+import pyarrow as pa
+
+from ampd.extract.chunk import BlockHeader, Chunk, ChunkSource
 from ampd.extract.chunk_size import ChunkSizer
 from ampd.logs import get_logger
-from ampd.providers.evm_rpc.blocks import RawBlock
-from ampd.providers.evm_rpc.convert import BlockHeader, block_headers, convert
-from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile, TableWriter, WriterSettings
 from ampd.storage.paths import TableLocation
 from ampd.storage.store import ObjectStore
@@ -40,37 +41,6 @@ SETTLE_TIMEOUT_SECS = 3.0  # bounded: a graceful shutdown waits for it
 ProgressFn = Callable[[int, dict[str, int]], None]  # (blocks done, rows per table)
 
 
-class BlockSource(Protocol):
-    """A provider (client or pool): raw blocks with their receipts."""
-
-    async def fetch_blocks(self, numbers: Sequence[int]) -> list[RawBlock]: ...
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Consecutive blocks, converted: one record batch per table, and the block headers."""
-
-    batches: dict[str, Any]
-    headers: list[BlockHeader]
-
-
-class ChunkSource(Protocol):
-    """Fetches and converts blocks; see InProcessSource and extract.parallel."""
-
-    async def chunk(self, numbers: Sequence[int]) -> Chunk: ...
-
-
-class InProcessSource:
-    """Fetch on the event loop, convert on a thread of this process."""
-
-    def __init__(self, source: BlockSource) -> None:
-        self.source = source
-
-    async def chunk(self, numbers: Sequence[int]) -> Chunk:
-        raw = await self.source.fetch_blocks(numbers)
-        return await asyncio.to_thread(_convert, raw)
-
-
 class ReorgDetected(Exception):
     """Block `block`'s parent is not the block before it as we know it: the chain moved."""
 
@@ -84,6 +54,9 @@ class ExtractionTarget:
     """Where and how the files of one dataset revision are written."""
 
     network: str
+    # The tables written, in the order of a commit's files, and their schemas (the source
+    # kind's: a manifest's `schemas`).
+    schemas: Mapping[str, pa.Schema]
     store: ObjectStore
     writer: WriterSettings | Any  # WriterSettings, or a config `[writer]` section
     table_prefixes: dict[str, str]  # table -> "<namespace>/<dataset>/<table>/<revision>"
@@ -182,7 +155,7 @@ class Tuning:
 
 
 async def extract_range(
-    source: BlockSource | ChunkSource,
+    source: ChunkSource,
     target: ExtractionTarget,
     start: int,
     end: int,
@@ -209,20 +182,20 @@ async def extract_range(
         raise ValueError(f"the range bounds end at {bounds.end}, not at {end}")
     if end < start:
         return start - 1
-    chunks = source if hasattr(source, "chunk") else InProcessSource(source)  # type: ignore[arg-type]
+    chunks = source
     tuning = tuning or Tuning()
     settings = target.settings()
     writers = {
         table: TableWriter(
             target.store, target.location(table), schema, target.network, settings, end_block=end
         )
-        for table, schema in TABLES.items()
+        for table, schema in target.schemas.items()
     }
     bounds.start(start, list(writers.values()))
     parent = _as_hex(expected_parent)
     committed = start - 1
     done_blocks = 0
-    rows = dict.fromkeys(TABLES, 0)
+    rows = dict.fromkeys(target.schemas, 0)
     group = _Group()
     fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
@@ -319,10 +292,6 @@ async def _produce(
     await out.put(None)
 
 
-def _convert(raw: list[RawBlock]) -> Chunk:
-    return Chunk(convert(raw), block_headers(raw))
-
-
 def _check_chain(headers: list[BlockHeader], parent: str | None) -> str | None:
     for header in headers:
         if parent is not None and header.parent_hash.lower() != parent:
@@ -355,7 +324,7 @@ async def _commit_group(
                 group.files.append(result)
     if not group.files:
         return committed
-    closed = sorted(group.files, key=lambda f: list(TABLES).index(f.table))
+    closed = sorted(group.files, key=lambda f: list(target.schemas).index(f.table))
     log.debug(
         "committing blocks %d..%d (%d files)",
         closed[0].start_block,

@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from ampd.extract.engine import Chunk
+from ampd.extract.chunk import BlockHeader, Chunk
 from ampd.extract.fetch_processes import (
     FetchProcesses,
     RemoteConversionError,
@@ -31,7 +31,6 @@ from ampd.extract.fetch_processes import (
     relax_gc,
 )
 from ampd.providers.config import ProviderConfig
-from ampd.providers.evm_rpc.convert import BlockHeader
 
 __all__ = [
     "ProcessPoolSource",

@@ -43,6 +43,7 @@ from ampd.metadb.segments import (
     committed_tail,
 )
 from ampd.providers.evm_rpc.convert import ConversionError
+from ampd.providers.evm_rpc.in_process import chunk_source
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
@@ -142,6 +143,7 @@ class SegmentRun:
             manifest = parse_manifest(manifest_row["manifest"])
             target = ExtractionTarget(
                 network=manifest.network,
+                schemas=manifest.schemas,
                 store=self.store,
                 writer=self.config.writer,
                 table_prefixes={t: r["path"] for t, r in revisions.items()},
@@ -236,7 +238,7 @@ class SegmentRun:
             return
         self._bounds = RangeBounds(end)
         await extract_range(
-            pool,
+            chunk_source(pool),
             target,
             start,
             end,
@@ -318,7 +320,7 @@ class SegmentRun:
                 tuning = Tuning.from_env()
                 try:
                     next_block = 1 + await extract_range(
-                        pool,
+                        chunk_source(pool),
                         target,
                         next_block,
                         head,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
+from ampd.extract.chunk import BlockHeader
 from ampd.providers.evm_rpc.arrow_answers import (
     SHAPE_MISMATCH,
     BlockColumns,
@@ -32,7 +33,7 @@ from ampd.providers.evm_rpc.arrow_answers import (
 from ampd.providers.evm_rpc.blocks import RawBlock
 from ampd.providers.evm_rpc.client import EvmRpcClient
 from ampd.providers.evm_rpc.columnar import convert_columns, headers_of
-from ampd.providers.evm_rpc.convert import BlockHeader, block_headers, convert
+from ampd.providers.evm_rpc.convert import block_headers, convert
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 

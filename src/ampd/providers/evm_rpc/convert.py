@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ampd.extract.chunk import BlockHeader
 from ampd.providers.evm_rpc import hexdecode
 from ampd.providers.evm_rpc.columns import (
     CONVERSION_ERRORS,
@@ -44,16 +45,6 @@ _ZERO_32 = bytes(32)
 # zero signature, v_parity false and no chain id.
 _KNOWN_TYPES = frozenset((0, 1, 2, 3, 4))
 _EMPTY: list = []
-
-
-@dataclass(frozen=True)
-class BlockHeader:
-    """What a Parquet file records about each block it covers."""
-
-    number: int
-    hash: str  # 0x hex
-    parent_hash: str  # 0x hex
-    timestamp: int  # seconds
 
 
 def convert(raw_blocks: Iterable[Any]) -> dict[str, pa.RecordBatch]:
