@@ -3,8 +3,10 @@ codes, and registering a derived manifest checks its SQL against its dependencie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 
@@ -174,6 +176,30 @@ def test_a_derived_manifest_registers_under_amps_hash(cluster: Cluster):
     # Registered and planned, not materialized yet: a clear refusal, no job.
     assert deployed.status_code == 400
     assert deployed.json()["error_code"] == "UNSUPPORTED_DATASET_KIND"
+
+
+def test_a_registered_derived_dataset_is_queryable_with_its_declared_columns(cluster: Cluster):
+    manifest = derived_manifest()
+    body = {"namespace": "test", "name": "shown", "version": "0.1.0", "manifest": manifest}
+    assert post(cluster, "/datasets", body)[0] == 201
+    _, jsonl, _ = cluster.start_server("derived-server")
+
+    def query(sql: str) -> httpx.Response:
+        return httpx.post(jsonl, content=sql, timeout=60)
+
+    # Not materialized yet: no rows, but the declared table and columns.
+    counted = query('SELECT count(*) AS n, max(tx_hash) AS h FROM "test/shown".txs')
+    assert counted.status_code == 200, counted.text
+    assert json.loads(counted.text) == {"n": 0, "h": None}
+    columns = query(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'test/shown' ORDER BY ordinal_position"
+    )
+    assert columns.status_code == 200, columns.text
+    rows = [json.loads(line) for line in columns.text.splitlines()]
+    assert [r["column_name"] for r in rows] == ["_block_num", "block_num", "tx_hash"]
+    missing = query('SELECT * FROM "test/shown".blocks')  # the evm tables are not its own
+    assert missing.status_code == 404, missing.text
 
 
 @pytest.mark.parametrize(

@@ -357,8 +357,10 @@ ORDER BY r.manifest_hash, r.table_name, f.start_block;
 
 -- catalog_references --
 -- Every name a dataset revision can be queried by: its tags and its versions.
--- With each manifest's kind and network (what eth_call needs to find its providers).
-SELECT r.namespace, r.name, r.ref, r.manifest_hash, m.kind, m.manifest->>'network' AS network
+-- With each manifest's kind and network (what eth_call needs to find its providers), and a
+-- derived manifest itself (its tables' schemas).
+SELECT r.namespace, r.name, r.ref, r.manifest_hash, m.kind, m.manifest->>'network' AS network,
+       CASE WHEN m.kind = 'manifest' THEN m.manifest END AS derived
 FROM (
     SELECT namespace, name, tag AS ref, manifest_hash FROM dataset_tags
     UNION ALL

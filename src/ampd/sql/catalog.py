@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+import pyarrow as pa
 
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
@@ -52,6 +53,12 @@ class RevisionTables:
     tables: dict[str, tuple[CommittedFile, ...]]
     kind: str = ""  # the manifest's kind and network: where eth_call finds its providers
     network: str = ""
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)  # the tables' schemas
+
+    def schema(self, table: str) -> pa.Schema:
+        """A table's schema: the manifest's (a derived dataset's declared ones), else the
+        evm-rpc extractor's."""
+        return self.schemas.get(table) or TABLES[table]
 
 
 # From this many files a local table is planned from cached footers: DataFusion's own
@@ -103,6 +110,7 @@ class Catalog:
         self.footers = FooterCache(self._store, cache_size_mb * 1024 * 1024)
         self.remote = isinstance(self._store, CloudStore)
         self._snapshot: CatalogSnapshot | None = None
+        self._schemas: dict[str, dict[str, pa.Schema]] = {}  # derived manifests' tables
         self._stale = True
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
@@ -148,6 +156,15 @@ class Catalog:
                 self.mark_stale()
                 await asyncio.sleep(0.5)
 
+    def _derived_schemas(self, manifest_hash: str, manifest: dict) -> dict[str, pa.Schema]:
+        """A derived manifest's declared schemas (parsed once per manifest)."""
+        cached = self._schemas.get(manifest_hash)
+        if cached is None:
+            from ampd.datasets.registry import load_manifest
+
+            cached = self._schemas[manifest_hash] = dict(load_manifest(manifest).schemas)
+        return cached
+
     async def _load(self) -> CatalogSnapshot:
         revisions: dict[str, RevisionTables] = {}
         by_hash: dict[str, dict[str, list[CommittedFile]]] = {}
@@ -170,16 +187,20 @@ class Catalog:
                 )
 
         kinds: dict[str, tuple[str, str]] = {}  # manifest hash -> (kind, network)
+        derived: dict[str, dict[str, pa.Schema]] = {}  # manifest hash -> its tables' schemas
 
         def tables_of(manifest_hash: str) -> RevisionTables:
             # A registered revision that was never deployed has empty tables.
             tables = by_hash.get(manifest_hash, {})
             kind, network = kinds.get(manifest_hash, ("", ""))
+            schemas = derived.get(manifest_hash, {})
+            names = set(schemas) if manifest_hash in derived else set(TABLES)
             return RevisionTables(
                 manifest_hash,
-                {t: tuple(tables.get(t, ())) for t in sorted({*TABLES, *tables})},
+                {t: tuple(tables.get(t, ())) for t in sorted({*names, *tables})},
                 kind,
                 network,
+                schemas,
             )
 
         refs: dict[str, dict[str, str]] = {}
@@ -188,6 +209,10 @@ class Catalog:
                 "manifest_hash"
             ]
             kinds[row["manifest_hash"]] = (row["kind"], row["network"] or "")
+            if row["derived"] is not None and row["manifest_hash"] not in derived:
+                derived[row["manifest_hash"]] = self._derived_schemas(
+                    row["manifest_hash"], row["derived"]
+                )
         # Hashes manifests had before they became Amp's (migration 0004) name them still.
         old_hashes: dict[str, list[str]] = {}
         for row in await self.db.fetch_all("manifest_aliases"):

@@ -14,12 +14,12 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 from datafusion.catalog import Catalog, Schema, Table
 
 from ampd.logs import get_logger
 from ampd.providers.config import ProviderConfigError, load_providers, select_providers
-from ampd.providers.evm_rpc.schema import TABLES
 from ampd.sql.catalog import CatalogSnapshot, CommittedFile, RevisionTables
 from ampd.sql.functions import (
     EthCaller,
@@ -143,14 +143,17 @@ def parse_query(raw: bytes | str) -> ParsedQuery:
 
 
 def _table(
-    ctx: SessionContext, name: str, files: tuple[CommittedFile, ...], snapshot: CatalogSnapshot
+    ctx: SessionContext,
+    name: str,
+    files: tuple[CommittedFile, ...],
+    snapshot: CatalogSnapshot,
+    schema: pa.Schema,
 ) -> Table:
-    """One table: the union of its committed Parquet files with the extractor's schema (no
+    """One table: the union of its committed Parquet files with its schema (no
     footer inference). A remote data dir's tables, and a local one's of MANY_FILES files or
     more (`CatalogSnapshot.from_footers`), are read through cached footers (footer_cache.py);
     a local table of fewer files natively by DataFusion, which scans a few large files faster
     but opens and parses every file's footer for each query."""
-    schema = TABLES[name]
     if not files:
         return ctx.from_arrow(schema.empty_table()).into_view()
     if snapshot.from_footers(files):
@@ -212,7 +215,8 @@ def _register(
         if schema_name not in schemas:
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
-        schemas[schema_name].register_table(table_name, _table(ctx, table_name, files, snapshot))
+        table = _table(ctx, table_name, files, snapshot, revision.schema(table_name))
+        schemas[schema_name].register_table(table_name, table)
     if _lists_tables(sql):
         # SHOW TABLES / information_schema: every dataset by its `ns/name`, with its tables'
         # columns (no files needed to list them).
@@ -223,7 +227,8 @@ def _register(
             for table_name in snapshot.schemas[name].tables:
                 if schemas[name].table_exist(table_name):
                     continue
-                empty = ctx.from_arrow(TABLES[table_name].empty_table()).into_view()
+                schema = snapshot.schemas[name].schema(table_name)
+                empty = ctx.from_arrow(schema.empty_table()).into_view()
                 schemas[name].register_table(table_name, empty)
     catalog.register_schema("public", Schema.memory_schema())
     ctx.register_catalog_provider("datafusion", catalog)
