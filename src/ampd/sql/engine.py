@@ -142,7 +142,7 @@ def parse_query(raw: bytes | str) -> ParsedQuery:
     return ParsedQuery(text, stream)
 
 
-def _table(
+def files_table(
     ctx: SessionContext,
     name: str,
     files: tuple[CommittedFile, ...],
@@ -215,7 +215,7 @@ def _register(
         if schema_name not in schemas:
             schemas[schema_name] = Schema.memory_schema()
             catalog.register_schema(schema_name, schemas[schema_name])
-        table = _table(ctx, table_name, files, snapshot, revision.schema(table_name))
+        table = files_table(ctx, table_name, files, snapshot, revision.schema(table_name))
         schemas[schema_name].register_table(table_name, table)
     if _lists_tables(sql):
         # SHOW TABLES / information_schema: every dataset by its `ns/name`, with its tables'

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import decimal
 import json
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -100,13 +100,14 @@ def js_udf(fn: JsFunction, sql_name: str | None = None) -> ScalarUDF:
 
 
 class _Runtime:
-    """One function's isolate; batches run one at a time (DataFusion may call from several
-    threads)."""
+    """One function's isolate; batches run one at a time, on the isolate's thread."""
 
     def __init__(self, fn: JsFunction) -> None:
         self.fn = fn
         self.kinds = [_kind(t, fn.name) for t in fn.input_types]
-        self._lock = threading.Lock()
+        # The isolate lives on a thread of its own: mini-racer bounds a call's time only on
+        # a thread without a running event loop, and DataFusion may call from any thread.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"js-{fn.name}")
         self._ctx: MiniRacer | None = None
 
     def _isolate(self) -> MiniRacer:
@@ -127,34 +128,29 @@ class _Runtime:
         payload = json.dumps(
             [list(r) for r in zip(*columns, strict=True)] if columns else [[]] * rows
         )
-        with self._lock:
-            ctx = self._isolate()
-            try:
-                text = ctx.call(
-                    "__ampd_batch",
-                    self.fn.name,
-                    self.kinds,
-                    payload,
-                    timeout_sec=BATCH_TIMEOUT_SECS,
-                )
-            except mini_racer_errors.JSTimeoutException:
-                raise self._error(
-                    f"a batch of {rows} rows ran past the time limit of {BATCH_TIMEOUT_SECS:g} s"
-                ) from None
-            except mini_racer_errors.JSOOMException:
+        text = self._thread.submit(self._batch, rows, payload).result()
+        return self._result(json.loads(text, object_hook=_decode_object))
+
+    def _batch(self, rows: int, payload: str) -> str:
+        """One batch in the isolate, on its thread; raises FunctionError."""
+        ctx = self._isolate()
+        try:
+            return ctx.call(
+                "__ampd_batch", self.fn.name, self.kinds, payload, timeout_sec=BATCH_TIMEOUT_SECS
+            )
+        except mini_racer_errors.JSTimeoutException:
+            raise self._error(
+                f"a batch of {rows} rows ran past the time limit of {BATCH_TIMEOUT_SECS:g} s"
+            ) from None
+        except mini_racer_errors.MiniRacerBaseException as exc:
+            if isinstance(exc, mini_racer_errors.JSOOMException) or (
+                ctx.was_hard_memory_limit_reached()
+            ):
                 self._ctx = None  # an isolate past its limit is not used again
                 raise self._error(
                     f"it ran out of memory (limit {MEMORY_LIMIT_BYTES // 2**20} MiB)"
                 ) from None
-            except mini_racer_errors.MiniRacerBaseException as exc:
-                if ctx.was_hard_memory_limit_reached():
-                    self._ctx = None
-                    raise self._error(
-                        f"it ran out of memory (limit {MEMORY_LIMIT_BYTES // 2**20} MiB)"
-                    ) from None
-                raise self._error(f"it threw: {_first_lines(str(exc))}") from None
-        values = json.loads(text, object_hook=_decode_object)
-        return self._result(values)
+            raise self._error(f"it threw: {_first_lines(str(exc))}") from None
 
     def _result(self, values: list[Any]) -> pa.Array:
         out = self.fn.output_type

@@ -1,0 +1,164 @@
+"""A derived dataset's tables over one block range of its dependencies' committed files.
+
+What a worker materializing a derived dataset computes for each range it commits: every
+table's SQL, in build order, over the rows of the range only (each dependency table is read
+from the committed files overlapping the range, filtered to `_block_num` in the range;
+`self.<table>` is the sibling's output for the same range), as one Arrow batch per table in
+its declared schema, with the headers of the range's blocks (from the dependency's `blocks`
+table) for the files' metadata and the hash chain.
+
+Every output row carries the `_block_num` of the input row it comes from: a query that
+does not select `_block_num` gets it selected first (`with_block_num`), which needs a query
+that reads one table and joins none; others must select it themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import pyarrow as pa
+from datafusion import SessionConfig, SessionContext, col, lit
+from datafusion.catalog import Catalog, Schema
+
+from ampd.datasets.derived import DerivedManifest
+from ampd.extract.chunk import BlockHeader, Chunk
+from ampd.sql.catalog import CatalogSnapshot, RevisionTables
+from ampd.sql.derived_schema import BLOCK_NUM, DerivedSchemaError
+from ampd.sql.engine import files_table
+from ampd.sql.functions import prepare, register_functions, restore_names
+from ampd.sql.functions.js import js_udf
+from ampd.sql.references import table_references
+from ampd.sql.rules import has_joins
+
+__all__ = ["evaluate_range", "with_block_num"]
+
+_TOKEN = re.compile(
+    r"""(?P<skip>\s+|--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*")
+      | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+      | (?P<open>\()
+      | (?P<close>\))
+      | (?P<other>.)""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def with_block_num(sql: str) -> str:
+    """`sql` with `_block_num` selected first in its top-level SELECT (after DISTINCT ON
+    (...) or ALL). Raises ValueError when it has no top-level SELECT."""
+    depth = 0
+    tokens = list(_TOKEN.finditer(sql))
+    for i, token in enumerate(tokens):
+        kind = token.lastgroup
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+        elif kind == "word" and depth == 0 and token.group().lower() == "select":
+            at = _after_modifiers(tokens, i + 1)
+            return f"{sql[:at]} {BLOCK_NUM}, {sql[at:].lstrip()}"
+    raise ValueError("no top-level SELECT")
+
+
+def _after_modifiers(tokens: list[re.Match], i: int) -> int:
+    """The offset after `SELECT`'s ALL / DISTINCT ON (...) that start at token `i`."""
+    position = tokens[i - 1].end()
+    words = [t for t in tokens[i:] if t.lastgroup != "skip"]
+    if words and words[0].group().lower() == "all":
+        return words[0].end()
+    if len(words) > 2 and [w.group().lower() for w in words[:2]] == ["distinct", "on"]:
+        depth = 0
+        for t in words[2:]:
+            depth += t.lastgroup == "open"
+            depth -= t.lastgroup == "close"
+            if depth == 0:
+                return t.end()
+    return position
+
+
+def evaluate_range(
+    manifest: DerivedManifest,
+    dependencies: Mapping[str, RevisionTables],
+    snapshot: CatalogSnapshot,
+    first: int,
+    last: int,
+) -> Chunk:
+    """Every table of `manifest` over blocks `first..last` of `dependencies` (alias -> the
+    revision it names in `snapshot`). Raises DerivedSchemaError for a table whose rows
+    cannot carry their block numbers, or for a range without the dependency's blocks."""
+    ctx = SessionContext(SessionConfig().with_default_catalog_and_schema("datafusion", "public"))
+    catalog = Catalog.memory_catalog()
+    for alias, revision in dependencies.items():
+        schema = Schema.memory_schema()
+        for name, files in revision.tables.items():
+            inside = tuple(f for f in files if f.start_block <= last and f.end_block >= first)
+            whole = files_table(ctx, name, inside, snapshot, revision.schema(name))
+            ctx.register_table(f"__{alias}__{name}", whole)
+            frame = ctx.table(f"__{alias}__{name}").filter(
+                (col(BLOCK_NUM) >= lit(first)) & (col(BLOCK_NUM) <= lit(last))
+            )
+            schema.register_table(name, frame.into_view())
+        catalog.register_schema(alias, schema)
+    own = Schema.memory_schema()
+    catalog.register_schema("self", own)
+    catalog.register_schema("public", Schema.memory_schema())
+    ctx.register_catalog_provider("datafusion", catalog)
+    register_functions(ctx)
+    for fn in manifest.functions.values():
+        ctx.register_udf(js_udf(fn))
+
+    known = {(a, t) for a, r in dependencies.items() for t in r.tables}
+    known |= {("self", t) for t in manifest.tables}
+    batches: dict[str, pa.RecordBatch] = {}
+    for name in manifest.table_order:
+        table = manifest.tables[name]
+        # In block order, as the files record their ranges (Arrow's sort is stable).
+        result = _run(ctx, name, table.sql, known).cast(table.schema).sort_by(BLOCK_NUM)
+        batches[name] = (
+            result.combine_chunks().to_batches()[0]
+            if result.num_rows
+            else (pa.RecordBatch.from_pylist([], table.schema))
+        )
+        own.register_table(name, ctx.from_arrow(result).into_view())
+    return Chunk(batches, _headers(ctx, dependencies, first, last))
+
+
+def _run(ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]]) -> pa.Table:
+    frame = restore_names(ctx.sql(prepare(ctx, sql)))
+    if BLOCK_NUM not in frame.schema().names:
+        reads = [pair for pair in table_references(sql) if pair in known]
+        if has_joins(frame) or len(reads) != 1:
+            raise DerivedSchemaError(
+                "BLOCK_NUM_UNKNOWN",
+                f"table {name!r} reads several tables without selecting {BLOCK_NUM}: select "
+                f"the {BLOCK_NUM} its rows belong to",
+            )
+        frame = restore_names(ctx.sql(prepare(ctx, with_block_num(sql))))
+    return frame.to_arrow_table()
+
+
+def _headers(
+    ctx: SessionContext, dependencies: Mapping[str, RevisionTables], first: int, last: int
+) -> list[BlockHeader]:
+    for alias, revision in dependencies.items():
+        if "blocks" in revision.tables and "parent_hash" in revision.schema("blocks").names:
+            rows = ctx.sql(
+                f'SELECT block_num, hash, parent_hash, timestamp FROM "{alias}".blocks '
+                "ORDER BY block_num"
+            ).to_pydict()
+            if rows["block_num"] != list(range(first, last + 1)):
+                raise DerivedSchemaError(
+                    "RANGE_NOT_COMMITTED",
+                    f"blocks {first}..{last} of {alias!r} are not all committed",
+                )
+            return [
+                BlockHeader(n, "0x" + h.hex(), "0x" + p.hex(), int(t.timestamp()))
+                for n, h, p, t in zip(
+                    rows["block_num"],
+                    rows["hash"],
+                    rows["parent_hash"],
+                    rows["timestamp"],
+                    strict=True,
+                )
+            ]
+    raise DerivedSchemaError("NO_BLOCKS", "no dependency has a blocks table to take headers from")
