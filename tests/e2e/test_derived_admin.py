@@ -172,10 +172,17 @@ def test_a_derived_manifest_registers_under_amps_hash(cluster: Cluster):
     with cluster.api() as api:
         stored = api.get(f"/manifests/{body['manifest_hash']}").json()
         assert stored["tables"]["txs"]["input"]["sql"] == manifest["tables"]["txs"]["input"]["sql"]
-        deployed = api.post("/datasets/test/txs/versions/0.1.0/deploy", json={})
-    # Registered and planned, not materialized yet: a clear refusal, no job.
-    assert deployed.status_code == 400
-    assert deployed.json()["error_code"] == "UNSUPPORTED_DATASET_KIND"
+        # Its dependency has committed nothing: there is no "latest" block to end at.
+        latest = api.post("/datasets/test/txs/versions/0.1.0/deploy", json={"end_block": "latest"})
+        # A continuous job waits for its dependency (tests/e2e/test_derived_jobs.py runs them).
+        following = api.post("/datasets/test/txs/versions/0.1.0/deploy", json={})
+        job = api.get(f"/jobs/{following.json()['job_id']}").json()
+        api.put(f"/jobs/{job['id']}/stop")
+    assert latest.status_code == 400, latest.text
+    assert latest.json()["error_code"] == "DEPENDENCY_NOT_COMMITTED"
+    assert "committed none" in latest.json()["error_message"]
+    assert following.status_code == 202, following.text
+    assert job["descriptor"]["kind"] == "materialize-derived"
 
 
 def test_a_registered_derived_dataset_is_queryable_with_its_declared_columns(cluster: Cluster):

@@ -15,62 +15,13 @@ from ampd.sql.derived_range import evaluate_range, with_block_num
 from ampd.sql.derived_schema import DerivedSchemaError
 from support.anvil import Anvil
 from support.cluster import Cluster, fill_chain
+from support.derived import even_logs_manifest, field, node_even_logs
 from support.postgres import create_database, drop_database
 
 pytestmark = [pytest.mark.timeout(240)]
 
 
-def field(name: str, type_: object, nullable: bool = False) -> dict:
-    return {"name": name, "type": type_, "nullable": nullable}
-
-
-MANIFEST = {
-    "kind": "manifest",
-    "dependencies": {"eth": "test/chain@1.0.0"},
-    "tables": {
-        "even_logs": {
-            "input": {
-                "sql": "SELECT block_num, tx_hash, log_index, address FROM eth.logs "
-                "WHERE log_index % 2 = 0"
-            },
-            "schema": {
-                "arrow": {
-                    "fields": [
-                        field("_block_num", "UInt64"),
-                        field("block_num", "UInt64"),
-                        field("tx_hash", {"FixedSizeBinary": 32}),
-                        field("log_index", "UInt32"),
-                        field("address", {"FixedSizeBinary": 20}),
-                    ]
-                }
-            },
-        },
-        "tagged": {
-            "input": {"sql": "SELECT self.tag(log_index) AS t FROM self.even_logs"},
-            "schema": {
-                "arrow": {"fields": [field("_block_num", "UInt64"), field("t", "Utf8", True)]}
-            },
-        },
-        "late": {
-            "input": {"sql": "SELECT DISTINCT ON (_block_num) tx_hash FROM self.even_logs"},
-            "schema": {
-                "arrow": {
-                    "fields": [
-                        field("_block_num", "UInt64"),
-                        field("tx_hash", {"FixedSizeBinary": 32}),
-                    ]
-                }
-            },
-        },
-    },
-    "functions": {
-        "tag": {
-            "inputTypes": ["UInt32"],
-            "outputType": "Utf8",
-            "source": {"source": 'function tag(i) { return "log-" + i }', "filename": "tag.js"},
-        }
-    },
-}
+MANIFEST = even_logs_manifest("test/chain@1.0.0")
 
 
 @pytest.fixture(scope="module")
@@ -91,18 +42,6 @@ def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -
             drop_database(pg_cluster, url)
 
 
-def node_logs(anvil: Anvil, first: int, last: int) -> list[tuple]:
-    out = []
-    for n in range(first, last + 1):
-        for receipt in anvil.block_receipts(n) or []:
-            for log in receipt["logs"]:
-                index = int(log["logIndex"], 16)
-                if index % 2 == 0:
-                    out.append((n, bytes.fromhex(log["transactionHash"][2:]), index,
-                                bytes.fromhex(log["address"][2:])))  # fmt: skip
-    return out
-
-
 async def test_each_range_gives_the_nodes_rows_of_that_range_only(env: dict):
     anvil, cluster = env["anvil"], env["cluster"]
     manifest = parse_derived(MANIFEST)
@@ -121,7 +60,7 @@ async def test_each_range_gives_the_nodes_rows_of_that_range_only(env: dict):
             assert even.schema == manifest.tables["even_logs"].schema
             rows = list(zip(*(even.column(c).to_pylist() for c in
                               ("block_num", "tx_hash", "log_index", "address")), strict=True))  # fmt: skip
-            assert rows == node_logs(anvil, first, last)
+            assert rows == node_even_logs(anvil, first, last)
             assert even.column("_block_num").to_pylist() == even.column("block_num").to_pylist()
             late = chunk.batches["late"]
             assert late.column("_block_num").to_pylist() == sorted(
@@ -131,7 +70,7 @@ async def test_each_range_gives_the_nodes_rows_of_that_range_only(env: dict):
             assert tagged.column("t").to_pylist() == [f"log-{r[2]}" for r in rows]
             assert tagged.column("_block_num").to_pylist() == [r[0] for r in rows]
             seen += rows
-        assert len(seen) == len(node_logs(anvil, 0, env["head"])) > 30
+        assert len(seen) == len(node_even_logs(anvil, 0, env["head"])) > 30
 
 
 async def test_a_range_the_dependency_has_not_committed_is_refused(env: dict):

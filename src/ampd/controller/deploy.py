@@ -97,8 +97,9 @@ class DeployRequest:
 
     def descriptor(self, revision: Revision) -> dict[str, Any]:
         """The job descriptor as Amp describes a raw-dataset job, plus our extensions."""
+        derived = revision.manifest.kind == DERIVED_KIND
         return {
-            "kind": "materialize-raw",
+            "kind": "materialize-derived" if derived else "materialize-raw",
             "end_block": self.end_block,
             "max_writers": self.parallelism,
             "dataset_namespace": revision.namespace,
@@ -136,14 +137,6 @@ class Deployer:
 
     async def deploy(self, revision: Revision, request: DeployRequest) -> int:
         """Create (or find) the job for `revision`; returns its id."""
-        if revision.manifest.kind == DERIVED_KIND:
-            raise DeployError(
-                400,
-                "UNSUPPORTED_DATASET_KIND",
-                f"{revision.reference} is a derived dataset (kind {DERIVED_KIND!r}): ampd "
-                "registers derived datasets and plans their SQL, but does not materialize "
-                "them yet",
-            )
         descriptor = request.descriptor(revision)
         existing = await self._active_job(revision)
         if existing is not None:
@@ -164,13 +157,18 @@ class Deployer:
             or request.end_block == "latest"
             or request.end_block.startswith("-")
         ):
-            head = await self.head_source(manifest)
+            head = await self._head(revision)
             if head is None and request.end_block is not None:
                 raise DeployError(
                     400,
-                    "PROVIDER_NOT_AVAILABLE",
+                    "PROVIDER_NOT_AVAILABLE"
+                    if manifest.kind != DERIVED_KIND
+                    else "DEPENDENCY_NOT_COMMITTED",
                     f"end_block {request.end_block!r} needs the chain head, but no provider for "
-                    f"network {manifest.network!r} answered",
+                    f"network {manifest.network!r} answered"
+                    if manifest.kind != DERIVED_KIND
+                    else f"end_block {request.end_block!r} needs the last block the "
+                    "dependencies committed, and they have committed none",
                 )
         end = _resolve_end(request.end_block, head)
         if end is not None and end < start - 1:
@@ -187,6 +185,20 @@ class Deployer:
             if existing is None:
                 raise
             return self._same_or_conflict(existing, descriptor)
+
+    async def _head(self, revision: Revision) -> int | None:
+        """The chain head for a raw dataset; for a derived one, the last block all its
+        dependencies have committed."""
+        if revision.manifest.kind != DERIVED_KIND:
+            return await self.head_source(revision.manifest)  # type: ignore[arg-type]
+        from ampd.controller.derived import dependencies_committed_through
+        from ampd.datasets.registry import DatasetRegistry
+
+        start = revision.manifest.start_block
+        through = await dependencies_committed_through(
+            self.db, DatasetRegistry(self.db), revision.manifest, start
+        )
+        return None if through is None or through < start else through
 
     async def _active_job(self, revision: Revision) -> Job | None:
         row = await self.db.fetch_one(

@@ -15,6 +15,8 @@ import pyarrow as pa
 from ampd.controller.admin_api import ApiError
 from ampd.datasets.derived import DerivedManifest, DerivedManifestError
 from ampd.datasets.registry import DatasetRegistry, RegistryError
+from ampd.metadb.db import MetadataDb
+from ampd.sql.derived_range import covered_through
 from ampd.sql.derived_schema import DerivedSchemaError, infer_schemas
 from ampd.sql.references import parse_reference
 
@@ -77,3 +79,26 @@ async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) ->
         raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"DEPENDENCY_NOT_FOUND: {exc}") from None
     except (DerivedSchemaError, DerivedManifestError) as exc:
         raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"{exc.code}: {exc}") from None
+
+
+async def dependencies_committed_through(
+    db: MetadataDb, registry: DatasetRegistry, manifest: DerivedManifest, start: int = 0
+) -> int | None:
+    """The last block every dependency has committed without a gap from `start` (None when
+    one is not registered)."""
+    through = None
+    for reference in manifest.dependencies.values():
+        parsed = parse_reference(reference)
+        if parsed is None or parsed.revision is None:
+            return None
+        try:
+            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
+        except RegistryError:
+            return None
+        rows = await db.fetch_all("revision_file_ranges", {"manifest_hash": revision.manifest_hash})
+        ranges: dict[str, list[tuple[int, int]]] = {t: [] for t in revision.manifest.schemas}
+        for row in rows:
+            ranges.setdefault(row["table_name"], []).append((row["start_block"], row["end_block"]))
+        reached = covered_through(ranges, start)
+        through = reached if through is None else min(through, reached)
+    return through

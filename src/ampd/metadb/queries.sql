@@ -355,6 +355,13 @@ LEFT JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
 WHERE r.active
 ORDER BY r.manifest_hash, r.table_name, f.start_block;
 
+-- revision_file_ranges --
+-- The block ranges of the live files of a dataset revision's active tables.
+SELECT r.table_name, f.start_block, f.end_block
+FROM table_revisions r JOIN files f ON f.table_revision_id = r.id AND f.retired_at IS NULL
+WHERE r.manifest_hash = %(manifest_hash)s AND r.active
+ORDER BY r.table_name, f.start_block;
+
 -- catalog_references --
 -- Every name a dataset revision can be queried by: its tags and its versions.
 -- With each manifest's kind and network (what eth_call needs to find its providers), and a

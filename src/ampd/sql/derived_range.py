@@ -15,7 +15,7 @@ that reads one table and joins none; others must select it themselves.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 from datafusion import SessionConfig, SessionContext, col, lit
@@ -31,7 +31,15 @@ from ampd.sql.functions.js import js_udf
 from ampd.sql.references import table_references
 from ampd.sql.rules import has_joins
 
-__all__ = ["evaluate_range", "with_block_num"]
+__all__ = ["BlockNumUnknown", "covered_through", "evaluate_range", "with_block_num"]
+
+
+class BlockNumUnknown(DerivedSchemaError):
+    """A table whose rows cannot be given their block numbers: it cannot be materialized."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BLOCK_NUM_UNKNOWN", message)
+
 
 _TOKEN = re.compile(
     r"""(?P<skip>\s+|--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*")
@@ -74,6 +82,20 @@ def _after_modifiers(tokens: list[re.Match], i: int) -> int:
             if depth == 0:
                 return t.end()
     return position
+
+
+def covered_through(ranges: Mapping[str, Sequence[tuple[int, int]]], start: int) -> int:
+    """The last block such that every table has committed files covering `start` to it
+    without a gap (`ranges`: table -> its files' (first, last) blocks); start - 1 if none."""
+    through = None
+    for spans in ranges.values():
+        reached = start - 1
+        for first, last in sorted(spans):
+            if first > reached + 1:
+                break
+            reached = max(reached, last)
+        through = reached if through is None else min(through, reached)
+    return start - 1 if through is None else through
 
 
 def evaluate_range(
@@ -128,8 +150,7 @@ def _run(ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]]) 
     if BLOCK_NUM not in frame.schema().names:
         reads = [pair for pair in table_references(sql) if pair in known]
         if has_joins(frame) or len(reads) != 1:
-            raise DerivedSchemaError(
-                "BLOCK_NUM_UNKNOWN",
+            raise BlockNumUnknown(
                 f"table {name!r} reads several tables without selecting {BLOCK_NUM}: select "
                 f"the {BLOCK_NUM} its rows belong to",
             )

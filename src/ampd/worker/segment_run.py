@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 
 from ampd.config import Config
-from ampd.datasets.manifest import parse_manifest
+from ampd.datasets.derived import DERIVED_KIND
+from ampd.datasets.registry import load_manifest
 from ampd.extract.engine import (
     ExtractionTarget,
     RangeBounds,
@@ -45,8 +46,10 @@ from ampd.metadb.segments import (
 from ampd.providers.evm_rpc.convert import ConversionError
 from ampd.providers.evm_rpc.in_process import chunk_source
 from ampd.providers.evm_rpc.pool import ProviderPool
+from ampd.sql.derived_range import BlockNumUnknown
 from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
+from ampd.worker.derived_source import DerivedSource
 
 log = get_logger("worker")
 
@@ -140,9 +143,17 @@ class SegmentRun:
             await fence.mark_running()
             await self._delete_orphans(revisions)
             manifest_row = await self.db.fetch_one("get_manifest", {"hash": seg.manifest_hash})
-            manifest = parse_manifest(manifest_row["manifest"])
+            manifest = load_manifest(manifest_row["manifest"])
+            if manifest.kind == DERIVED_KIND:
+                pool: Any = DerivedSource(
+                    self.db, self.config.data_dir, manifest, self.config.poll_interval_secs
+                )
+                network = await pool.network()
+            else:
+                pool = None
+                network = manifest.network
             target = ExtractionTarget(
-                network=manifest.network,
+                network=network,
                 schemas=manifest.schemas,
                 store=self.store,
                 writer=self.config.writer,
@@ -160,12 +171,15 @@ class SegmentRun:
                 "head" if seg.end_block is None else seg.end_block,
                 seg.next_block,
             )
-            # Provider files may live in an object store: read them off the event loop.
-            providers = await asyncio.to_thread(providers_for, manifest, self.config.providers_dir)
-            if self.fetchers is not None:
-                pool: Any = ProcessPoolSource(providers, shared=self.fetchers, max_attempts=20)
-            else:
-                pool = ProviderPool(providers, max_attempts=20)
+            if pool is None:
+                # Provider files may live in an object store: read them off the event loop.
+                providers = await asyncio.to_thread(
+                    providers_for, manifest, self.config.providers_dir
+                )
+                if self.fetchers is not None:
+                    pool = ProcessPoolSource(providers, shared=self.fetchers, max_attempts=20)
+                else:
+                    pool = ProviderPool(providers, max_attempts=20)
             async with pool:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)
@@ -185,7 +199,7 @@ class SegmentRun:
             # The database went away: the segment is still ours in the database, and the
             # worker's reconciliation restarts it from the checkpoint once it is back.
             log.warning("segment %d: metadata database unavailable, pausing: %s", seg.id, exc)
-        except (ConversionError, DeepReorg) as exc:
+        except (ConversionError, DeepReorg, BlockNumUnknown) as exc:
             log.error("segment %d: fatal: %s", seg.id, exc)
             await self._finish_quietly(fence, "FATAL", str(exc))
         except Exception as exc:  # noqa: BLE001 - any other failure is retried by the controller

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -87,9 +88,18 @@ function __ampd_batch(name, kinds, payload) {
 JsFunction = DerivedFunction
 
 
+# V8 must not be set up by two threads at once (it aborts the process): isolates are made
+# one at a time, and each function's isolate serves every query that calls it.
+_SETUP = threading.Lock()
+_RUNTIMES: dict[JsFunction, _Runtime] = {}
+
+
 def js_udf(fn: JsFunction, sql_name: str | None = None) -> ScalarUDF:
     """The DataFusion UDF of `fn`, called `sql_name` in SQL (default `self.<name>`)."""
-    runtime = _Runtime(fn)
+    with _SETUP:
+        runtime = _RUNTIMES.get(fn)
+        if runtime is None:
+            runtime = _RUNTIMES[fn] = _Runtime(fn)
     return udf(
         runtime.call,
         list(fn.input_types),
@@ -112,7 +122,8 @@ class _Runtime:
 
     def _isolate(self) -> MiniRacer:
         if self._ctx is None:
-            ctx = MiniRacer()
+            with _SETUP:
+                ctx = MiniRacer()
             ctx.set_hard_memory_limit(MEMORY_LIMIT_BYTES)
             try:
                 ctx.eval(_PRELUDE)

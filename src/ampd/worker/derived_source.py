@@ -1,0 +1,104 @@
+"""The chunks of a derived dataset's segment: its tables over committed dependency ranges.
+
+What a segment run asks of a raw dataset's provider pool, answered from the dependencies'
+committed files instead of a node (the extraction engine runs derived segments as it runs
+raw ones, through the same writers and fence):
+- `chunk(numbers)` waits until every dependency has committed those blocks, then evaluates
+  the tables over them (sql/derived_range.py) on a thread;
+- `head()` is the last block all dependencies have committed without a gap: a continuous
+  derived job follows its dependencies as they commit;
+- `call("eth_getBlockByNumber", ...)` answers a block's hash from the dependency's blocks,
+  which is what the segment run checks its committed hashes against after a reorg: a
+  dependency's reorg retires and recomputes the derived ranges it reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from ampd.datasets.derived import DerivedManifest
+from ampd.extract.chunk import Chunk
+from ampd.logs import get_logger
+from ampd.metadb.db import MetadataDb
+from ampd.sql.catalog import Catalog, CatalogSnapshot, RevisionTables
+from ampd.sql.derived_range import covered_through, evaluate_range
+from ampd.sql.references import parse_reference
+
+log = get_logger("worker")
+
+__all__ = ["DerivedSource"]
+
+
+class DerivedSource:
+    def __init__(
+        self, db: MetadataDb, data_dir: str, manifest: DerivedManifest, poll_secs: float
+    ) -> None:
+        self.manifest = manifest
+        self.poll_secs = poll_secs
+        self.catalog = Catalog(db, data_dir)
+
+    async def __aenter__(self) -> DerivedSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def _dependencies(self) -> tuple[CatalogSnapshot, dict[str, RevisionTables]]:
+        self.catalog.mark_stale()  # this worker does not LISTEN: look again every time
+        snapshot = await self.catalog.snapshot()
+        deps = {}
+        for alias, reference in self.manifest.dependencies.items():
+            parsed = parse_reference(reference)
+            key = str(parsed) if parsed is not None else reference
+            if key not in snapshot.schemas:
+                raise LookupError(f"dependency {alias!r} ({reference}) is not registered")
+            deps[alias] = snapshot.schemas[key]
+        return snapshot, deps
+
+    def _through(self, deps: dict[str, RevisionTables], start: int) -> int:
+        through = None
+        for revision in deps.values():
+            ranges = {
+                t: [(f.start_block, f.end_block) for f in files]
+                for t, files in revision.tables.items()
+            }
+            reached = covered_through(ranges, start)
+            through = reached if through is None else min(through, reached)
+        return start - 1 if through is None else through
+
+    async def chunk(self, numbers: Sequence[int]) -> Chunk:
+        first, last = numbers[0], numbers[-1]
+        while True:
+            snapshot, deps = await self._dependencies()
+            if self._through(deps, self.manifest.start_block) >= last:
+                return await asyncio.to_thread(
+                    evaluate_range, self.manifest, deps, snapshot, first, last
+                )
+            await asyncio.sleep(self.poll_secs)  # the dependencies have not committed it yet
+
+    async def network(self) -> str:
+        """The network of the dependencies (the first one's), for the files' block ranges."""
+        _, deps = await self._dependencies()
+        return next((r.network for r in deps.values() if r.network), "")
+
+    async def head(self, finalized: bool = False) -> int:
+        _, deps = await self._dependencies()
+        return self._through(deps, self.manifest.start_block)
+
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
+        if method != "eth_getBlockByNumber":
+            raise ValueError(f"a derived dataset's source answers no {method}")
+        number = int(params[0], 16)
+        snapshot, deps = await self._dependencies()
+        chunk = await asyncio.to_thread(
+            evaluate_range, _headers_only(self.manifest), deps, snapshot, number, number
+        )
+        header = chunk.headers[0]
+        return {"number": hex(number), "hash": header.hash, "parentHash": header.parent_hash}
+
+
+def _headers_only(manifest: DerivedManifest) -> DerivedManifest:
+    """The manifest without tables: evaluating it gives just the range's headers."""
+    return DerivedManifest(manifest.dependencies, {}, {}, [], manifest.raw)

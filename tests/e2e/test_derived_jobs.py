@@ -1,0 +1,105 @@
+"""Derived datasets materialized by workers: a deployed derived dataset becomes a job whose
+segments workers run through the same writers and fence as raw ones, its rows exactly the
+node's, following its dependency as it commits, and exact after a worker's kill -9."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from ampd.datasets.manifest import manifest_hash
+from ampd.metadb.managed import ManagedPostgres
+from support.anvil import Anvil
+from support.cluster import Cluster, fill_chain
+from support.derived import even_logs_manifest, node_even_logs
+from support.postgres import create_database, drop_database
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres) -> Iterator[dict]:
+    with Anvil() as anvil:
+        head = fill_chain(anvil, 40, txs_per_block=2)
+        url = create_database(pg_cluster)
+        cluster = Cluster(
+            tmp_path_factory.mktemp("derivedjobs"),
+            url,
+            anvil,
+            {"poll_interval_secs": 0.2, "writer": {"bytes": 1}},
+        )
+        try:
+            cluster.start_controller()
+            cluster.start_worker("w1", env={"AMP_EXTRACT_CHUNK_BLOCKS": "4"})
+            yield {"cluster": cluster, "anvil": anvil, "head": head}
+        finally:
+            cluster.stop_all()
+            drop_database(pg_cluster, url)
+
+
+def rows_of(cluster: Cluster, hash_: str) -> list[tuple]:
+    table = cluster.read_table(hash_, "even_logs")
+    if not table.num_rows:
+        return []
+    cols = [table.column(c).to_pylist() for c in ("block_num", "tx_hash", "log_index", "address")]
+    return sorted(zip(*cols, strict=True))
+
+
+def register(cluster: Cluster, name: str, manifest: dict) -> str:
+    with cluster.api() as api:
+        body = {"namespace": "test", "name": name, "version": "1.0.0", "manifest": manifest}
+        response = api.post("/datasets", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["manifest_hash"]
+
+
+def test_a_bounded_derived_job_materializes_the_nodes_rows(env: dict):
+    cluster, anvil, head = env["cluster"], env["anvil"], env["head"]
+    cluster.register()  # test/chain
+    raw_job = cluster.deploy({"end_block": str(head)})
+    assert cluster.wait_job(raw_job)["status"] == "COMPLETED"
+    manifest = even_logs_manifest("test/chain@1.0.0")
+    hash_ = register(cluster, "evens", manifest)
+    assert hash_ == manifest_hash(manifest)
+    job = cluster.deploy({"end_block": "latest"}, ref="test/evens/versions/1.0.0")
+    done = cluster.wait_job(job)
+    assert done["status"] == "COMPLETED", done
+    with psycopg.connect(cluster.db_url) as conn:
+        kind = conn.execute("SELECT descriptor->>'kind' FROM jobs WHERE id = %s", (job,)).fetchone()
+    assert kind == ("materialize-derived",)
+    expected = node_even_logs(anvil, 0, head)
+    assert rows_of(cluster, hash_) == expected and len(expected) > 40
+    tagged = cluster.read_table(hash_, "tagged")
+    assert sorted(tagged.column("t").to_pylist()) == sorted(f"log-{r[2]}" for r in expected)
+    files = [f for f in cluster.committed_files(hash_) if f["table"] == "even_logs"]
+    assert len(files) > 3, "committed as it went, range by range"
+
+
+def test_a_continuous_derived_job_follows_its_dependency_and_survives_kill_9(env: dict):
+    cluster, anvil = env["cluster"], env["anvil"]
+    register(cluster, "tail", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
+    raw_job = cluster.deploy({"end_block": None}, ref="test/tail/versions/1.0.0")
+    hash_ = register(cluster, "tail_evens", even_logs_manifest("test/tail@1.0.0"))
+    job = cluster.deploy({"end_block": None}, ref="test/tail_evens/versions/1.0.0")
+    head = fill_chain(anvil, 6, txs_per_block=2)
+    cluster.wait_until(
+        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+        timeout=60,
+        what="the derived job caught up with its dependency",
+    )
+    # A worker killed with SIGKILL: a new one takes the segments over; nothing is doubled.
+    cluster.procs["w1"].popen.send_signal(signal.SIGKILL)
+    cluster.procs["w1"].popen.wait(10)
+    head = fill_chain(anvil, 6, txs_per_block=2)
+    cluster.start_worker("w2", env={"AMP_EXTRACT_CHUNK_BLOCKS": "4"})
+    cluster.wait_until(
+        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+        timeout=90,
+        what="the derived job caught up after the kill",
+    )
+    with cluster.api() as api:
+        for job_id in (job, raw_job):
+            api.put(f"/jobs/{job_id}/stop")
