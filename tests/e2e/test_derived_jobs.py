@@ -103,3 +103,31 @@ def test_a_continuous_derived_job_follows_its_dependency_and_survives_kill_9(env
     with cluster.api() as api:
         for job_id in (job, raw_job):
             api.put(f"/jobs/{job_id}/stop")
+
+
+def test_a_reorg_in_the_dependency_is_recomputed_in_the_derived_dataset(env: dict):
+    cluster, anvil = env["cluster"], env["anvil"]
+    register(cluster, "forked", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
+    raw_job = cluster.deploy({"end_block": None}, ref="test/forked/versions/1.0.0")
+    hash_ = register(cluster, "forked_evens", even_logs_manifest("test/forked@1.0.0"))
+    job = cluster.deploy({"end_block": None}, ref="test/forked_evens/versions/1.0.0")
+    head = fill_chain(anvil, 6, txs_per_block=2)
+    cluster.wait_until(
+        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+        timeout=60,
+        what="the derived job caught up",
+    )
+    before = node_even_logs(anvil, head - 4, head)
+    anvil.rpc("anvil_reorg", 5, [])  # the last 5 blocks are mined again, without their txs
+    new_head = anvil.mine(2)
+    assert before and not node_even_logs(anvil, head - 4, new_head), "the reorg dropped logs"
+    cluster.wait_until(
+        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, new_head),
+        timeout=60,
+        what="the derived dataset on the new chain",
+    )
+    logs = "".join(proc.log() for name, proc in cluster.procs.items() if name.startswith("w"))
+    assert logs.count("reorg at block") >= 2, "both the raw and the derived segment rewound"
+    with cluster.api() as api:
+        for job_id in (job, raw_job):
+            api.put(f"/jobs/{job_id}/stop")
