@@ -125,7 +125,9 @@ def package(tmp_path: Path) -> Path:
     return pkg
 
 
-def test_amps_cli_builds_registers_deploys_and_queries_a_derived_dataset(cluster: Cluster, tmp_path: Path) -> None:
+def test_amps_cli_builds_registers_deploys_and_queries_a_derived_dataset(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     assert AMP.exists(), "make setup installs Amp's CLI into .tools/amp-cli"
     pkg = package(tmp_path)
     built = amp(pkg, "build", "-o", "manifest.json", "--admin-url", cluster.admin_url)

@@ -78,18 +78,25 @@ def test_a_bounded_derived_job_materializes_the_nodes_rows(env: dict):
     assert len(files) > 3, "committed as it went, range by range"
 
 
-def test_a_continuous_derived_job_follows_its_dependency_and_survives_kill_9(env: dict):
-    cluster, anvil = env["cluster"], env["anvil"]
-    register(cluster, "tail", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
-    raw_job = cluster.deploy({"end_block": None}, ref="test/tail/versions/1.0.0")
-    hash_ = register(cluster, "tail_evens", even_logs_manifest("test/tail@1.0.0"))
-    job = cluster.deploy({"end_block": None}, ref="test/tail_evens/versions/1.0.0")
+def following(cluster: Cluster, anvil: Anvil, name: str) -> tuple[int, int, str]:
+    """A continuous raw job `name` and a continuous derived job `<name>_evens` over it,
+    caught up with 6 new blocks: (raw job, derived job, derived manifest hash)."""
+    register(cluster, name, {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
+    raw_job = cluster.deploy({"end_block": None}, ref=f"test/{name}/versions/1.0.0")
+    hash_ = register(cluster, f"{name}_evens", even_logs_manifest(f"test/{name}@1.0.0"))
+    job = cluster.deploy({"end_block": None}, ref=f"test/{name}_evens/versions/1.0.0")
     head = fill_chain(anvil, 6, txs_per_block=2)
     cluster.wait_until(
         lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
         timeout=60,
         what="the derived job caught up with its dependency",
     )
+    return raw_job, job, hash_
+
+
+def test_a_continuous_derived_job_follows_its_dependency_and_survives_kill_9(env: dict):
+    cluster, anvil = env["cluster"], env["anvil"]
+    raw_job, job, hash_ = following(cluster, anvil, "tail")
     # A worker killed with SIGKILL: a new one takes the segments over; nothing is doubled.
     cluster.procs["w1"].popen.send_signal(signal.SIGKILL)
     cluster.procs["w1"].popen.wait(10)
@@ -107,16 +114,8 @@ def test_a_continuous_derived_job_follows_its_dependency_and_survives_kill_9(env
 
 def test_a_reorg_in_the_dependency_is_recomputed_in_the_derived_dataset(env: dict):
     cluster, anvil = env["cluster"], env["anvil"]
-    register(cluster, "forked", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
-    raw_job = cluster.deploy({"end_block": None}, ref="test/forked/versions/1.0.0")
-    hash_ = register(cluster, "forked_evens", even_logs_manifest("test/forked@1.0.0"))
-    job = cluster.deploy({"end_block": None}, ref="test/forked_evens/versions/1.0.0")
-    head = fill_chain(anvil, 6, txs_per_block=2)
-    cluster.wait_until(
-        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
-        timeout=60,
-        what="the derived job caught up",
-    )
+    raw_job, job, hash_ = following(cluster, anvil, "forked")
+    head = anvil.block_number()
     before = node_even_logs(anvil, head - 4, head)
     anvil.rpc("anvil_reorg", 5, [])  # the last 5 blocks are mined again, without their txs
     new_head = anvil.mine(2)

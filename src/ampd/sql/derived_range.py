@@ -28,7 +28,7 @@ from ampd.sql.derived_schema import BLOCK_NUM, DerivedSchemaError
 from ampd.sql.engine import files_table
 from ampd.sql.functions import prepare, register_functions, restore_names
 from ampd.sql.functions.js import js_udf
-from ampd.sql.references import table_references
+from ampd.sql.references import significant_tokens, table_references
 from ampd.sql.rules import has_joins
 
 __all__ = ["BlockNumUnknown", "covered_through", "evaluate_range", "with_block_num"]
@@ -41,47 +41,36 @@ class BlockNumUnknown(DerivedSchemaError):
         super().__init__("BLOCK_NUM_UNKNOWN", message)
 
 
-_TOKEN = re.compile(
-    r"""(?P<skip>\s+|--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*")
-      | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-      | (?P<open>\()
-      | (?P<close>\))
-      | (?P<other>.)""",
-    re.VERBOSE | re.DOTALL,
-)
-
-
 def with_block_num(sql: str) -> str:
     """`sql` with `_block_num` selected first in its top-level SELECT (after DISTINCT ON
     (...) or ALL). Raises ValueError when it has no top-level SELECT."""
     depth = 0
-    tokens = list(_TOKEN.finditer(sql))
+    tokens = significant_tokens(sql)
     for i, token in enumerate(tokens):
-        kind = token.lastgroup
-        if kind == "open":
-            depth += 1
-        elif kind == "close":
-            depth -= 1
-        elif kind == "word" and depth == 0 and token.group().lower() == "select":
+        depth += _depth_change(token)
+        if depth == 0 and token.lastgroup == "word" and token.group().lower() == "select":
             at = _after_modifiers(tokens, i + 1)
             return f"{sql[:at]} {BLOCK_NUM}, {sql[at:].lstrip()}"
     raise ValueError("no top-level SELECT")
 
 
+def _depth_change(token: re.Match) -> int:
+    return {"(": 1, ")": -1}.get(token.group(), 0) if token.lastgroup == "other" else 0
+
+
 def _after_modifiers(tokens: list[re.Match], i: int) -> int:
     """The offset after `SELECT`'s ALL / DISTINCT ON (...) that start at token `i`."""
-    position = tokens[i - 1].end()
-    words = [t for t in tokens[i:] if t.lastgroup != "skip"]
-    if words and words[0].group().lower() == "all":
-        return words[0].end()
-    if len(words) > 2 and [w.group().lower() for w in words[:2]] == ["distinct", "on"]:
+    rest = tokens[i:]
+    first = [t.group().lower() for t in rest[:2]]
+    if first[:1] == ["all"]:
+        return rest[0].end()
+    if first == ["distinct", "on"]:
         depth = 0
-        for t in words[2:]:
-            depth += t.lastgroup == "open"
-            depth -= t.lastgroup == "close"
+        for t in rest[2:]:
+            depth += _depth_change(t)
             if depth == 0:
                 return t.end()
-    return position
+    return tokens[i - 1].end()
 
 
 def covered_through(ranges: Mapping[str, Sequence[tuple[int, int]]], start: int) -> int:

@@ -110,10 +110,7 @@ def distinct_occurrences(
     pieces: list[str] = []
     readings: list[tuple[str, str]] = []
     counts: dict[tuple[str, str], int] = {}
-    tokens = [m for m in _TOKEN.finditer(sql)]
-    significant = [
-        m for m in tokens if m.lastgroup not in ("space", "line_comment", "block_comment")
-    ]
+    significant = significant_tokens(sql)
     position = 0
     for i in range(len(significant) - 2):
         first, dot, second = significant[i : i + 3]
@@ -135,6 +132,13 @@ def distinct_occurrences(
         position = first.end()
     pieces.append(sql[position:])
     return "".join(pieces), readings
+
+
+def significant_tokens(sql: str) -> list[re.Match]:
+    """The tokens of `sql` but spaces and comments; a match's `lastgroup` is its kind
+    (`word`, `quoted`, `string`, `dot`, `other`: a parenthesis is an `other`)."""
+    skipped = ("space", "line_comment", "block_comment")
+    return [m for m in _TOKEN.finditer(sql) if m.lastgroup not in skipped]
 
 
 def words(sql: str) -> set[str]:
