@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 TEST_PROCESSES ?= 3
 SOAK_ARGS ?=
 
-.PHONY: setup test test-unit test-integration test-e2e demo bench soak lint clean
+.PHONY: setup test test-unit test-integration test-e2e demo bench soak lint protos clean
 
 setup: $(STAMP) $(ANVIL) $(AZURITE) $(AMP_CLI)
 	@$(PY) -m compileall -q src  # cached bytecode: commands start without compiling ampd
@@ -78,6 +78,10 @@ soak: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
+
+# The Firehose protocol's Python modules from its .proto files (committed; run after editing one).
+protos: setup
+	PY=$(CURDIR)/$(PY) scripts/gen_firehose_protos.sh
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
