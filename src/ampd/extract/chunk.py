@@ -3,7 +3,8 @@
 A source (each kind under `providers/` has its own) turns block numbers into a Chunk: one
 Arrow record batch per table of its kind, and a BlockHeader per block (what the Parquet
 files record about the blocks they cover, and what the engine checks the hash chain with).
-The engine writes whatever tables the target names; it knows no source kind.
+The engine writes whatever tables the target names; it knows no source kind. A value a
+kind's converter cannot represent in its column is a ConversionError, fatal to the job.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["BlockHeader", "Chunk", "ChunkSource"]
+__all__ = ["BlockHeader", "Chunk", "ChunkSource", "ConversionError"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,19 @@ class ChunkSource(Protocol):
     processes: extract/parallel.py)."""
 
     async def chunk(self, numbers: Sequence[int]) -> Chunk: ...
+
+
+class ConversionError(ValueError):
+    """A value that cannot be represented in its column. Fatal: a retry fetches the same value."""
+
+    def __init__(self, block_num: int | None, table: str, column: str, value: Any, reason: str):
+        self.block_num = block_num
+        self.table = table
+        self.column = column
+        self.value = value
+        self.reason = reason
+        text = repr(value)
+        if len(text) > 100:
+            text = text[:97] + "..."
+        where = "a block" if block_num is None else f"block {block_num}"
+        super().__init__(f"{where}: cannot convert {table}.{column} = {text}: {reason}")

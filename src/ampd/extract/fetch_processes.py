@@ -35,10 +35,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from ampd.extract.chunk import ConversionError
 from ampd.logs import get_logger, setup_logging
 from ampd.providers.config import parse_provider
 from ampd.providers.evm_rpc.chunks import convert_chunk, fetch_chunk
-from ampd.providers.evm_rpc.convert import ConversionError
 from ampd.providers.evm_rpc.errors import RpcError
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.providers.evm_rpc.transport import decode_on_loop_thread

@@ -22,6 +22,7 @@ import psycopg
 from ampd.config import Config
 from ampd.datasets.derived import DERIVED_KIND
 from ampd.datasets.registry import load_manifest
+from ampd.extract.chunk import ConversionError
 from ampd.extract.engine import (
     ExtractionTarget,
     RangeBounds,
@@ -43,7 +44,6 @@ from ampd.metadb.segments import (
     SegmentIncomplete,
     committed_tail,
 )
-from ampd.providers.evm_rpc.convert import ConversionError
 from ampd.providers.evm_rpc.in_process import chunk_source
 from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.sql.derived_range import BlockNumUnknown

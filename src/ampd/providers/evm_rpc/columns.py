@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ampd.extract.chunk import ConversionError
 from ampd.providers.evm_rpc import hexdecode
 from ampd.providers.evm_rpc.schema import WEI
 
@@ -19,22 +20,6 @@ _MAX_DECIMAL = 10**38 - 1
 MAX_U64 = 2**64 - 1
 
 _fromhex = bytes.fromhex
-
-
-class ConversionError(ValueError):
-    """A value that cannot be represented in its column. Fatal: a retry fetches the same value."""
-
-    def __init__(self, block_num: int | None, table: str, column: str, value: Any, reason: str):
-        self.block_num = block_num
-        self.table = table
-        self.column = column
-        self.value = value
-        self.reason = reason
-        text = repr(value)
-        if len(text) > 100:
-            text = text[:97] + "..."
-        where = "a block" if block_num is None else f"block {block_num}"
-        super().__init__(f"{where}: cannot convert {table}.{column} = {text}: {reason}")
 
 
 def u64(value: int) -> int:
