@@ -233,7 +233,7 @@ BAD_REQUESTS = [
     (
         "POST",
         "/providers",
-        {"name": "p", "kind": "firehose", "network": "x", "url": "http://a"},
+        {"name": "p", "kind": "solana", "network": "x", "url": "http://a"},
         400,
         "INVALID_REQUEST_BODY",
     ),
@@ -306,6 +306,19 @@ def test_happy_paths_and_shapes(cluster: Cluster) -> None:
         assert api.get("/providers/extra").json()["url"] == "${NODE_URL}"
         assert api.delete("/providers/extra").status_code == 204
         assert api.delete("/providers/extra").status_code == 204
+        firehose = {"kind": "firehose", "network": "mainnet", "url": "https://fh.example:443"}
+        created = api.post("/providers", json={"name": "fh", **firehose, "token": "${FH_TOKEN}"})
+        assert created.status_code == 201, created.text
+        assert api.get("/providers/fh").json() == {"name": "fh", **firehose, "token": "${FH_TOKEN}"}
+        # A file of a kind ampd does not know (another program's) is left out of the list.
+        (cluster.root / "providers" / "other.toml").write_text('kind = "solana"\nnetwork = "x"\n')
+        listed = api.get("/providers")
+        assert listed.status_code == 200
+        assert sorted(p["name"] for p in listed.json()["providers"]) == ["anvil", "fh"]
+        other = api.get("/providers/other")
+        assert other.status_code == 404 and "not a kind ampd knows" in other.text
+        assert api.delete("/providers/fh").status_code == 204
+        (cluster.root / "providers" / "other.toml").unlink()
         datasets = api.get("/datasets").json()["datasets"]
         assert {
             "namespace": "test",

@@ -46,14 +46,14 @@ def chunks_of(numbers: list[int], size: int) -> list[list[int]]:
 
 def test_limits_are_divided_among_the_workers() -> None:
     config = provider("http://127.0.0.1:1", concurrent_request_limit=10, rate_limit_per_minute=7)
-    assert ProcessPoolSource([config], 3).processes == 3
+    assert ProcessPoolSource("evm-rpc", [config], 3).processes == 3
     (shared,) = share_limits([config], 3)
     assert shared["concurrent_request_limit"] == 3  # 3 workers x 3 <= 10
     assert shared["rate_limit_per_minute"] == 2
     assert shared["url"] == "http://127.0.0.1:1"
     # Never more workers than requests allowed in flight: each needs one.
     tight = provider("http://127.0.0.1:1", concurrent_request_limit=2)
-    assert ProcessPoolSource([tight], 8).processes == 2
+    assert ProcessPoolSource("evm-rpc", [tight], 8).processes == 2
     assert share_limits([tight], 2)[0]["concurrent_request_limit"] == 1
 
 
@@ -65,7 +65,7 @@ async def test_workers_stay_within_the_limit_and_match_in_process_conversion(
     proxy.set_faults(Fault("delay", every=1, delay=0.3))
     config = provider(proxy.url, concurrent_request_limit=2, rpc_batch_size=4)
     chunks = chunks_of(chain.numbers, 3)
-    async with ProcessPoolSource([config], 4) as pool:
+    async with ProcessPoolSource("evm-rpc", [config], 4) as pool:
         assert pool.processes == 2
         got = await asyncio.gather(*(pool.chunk(c) for c in chunks))
     assert 1 <= proxy.max_in_flight <= 2
@@ -81,7 +81,7 @@ async def test_a_killed_worker_fails_its_chunks_with_a_clear_error(
     node: tuple[Anvil, ChainInfo],
 ) -> None:
     _, chain = node
-    async with ProcessPoolSource([provider(node[0].url)], 2) as pool:
+    async with ProcessPoolSource("evm-rpc", [provider(node[0].url)], 2) as pool:
         pool.start()
         victim = pool.pids[0]
         os.kill(victim, signal.SIGKILL)
@@ -102,7 +102,7 @@ async def test_closing_with_chunks_in_hand_stops_every_worker_cleanly(
 ) -> None:
     _, chain = node
     proxy.set_faults(Fault("delay", every=1, delay=20))
-    pool = ProcessPoolSource([provider(proxy.url)], 2)
+    pool = ProcessPoolSource("evm-rpc", [provider(proxy.url)], 2)
     tasks = [asyncio.ensure_future(pool.chunk(c)) for c in chunks_of(chain.numbers, 2)[:4]]
     while proxy.requests < 2:  # both workers are waiting on the node
         await asyncio.sleep(0.05)

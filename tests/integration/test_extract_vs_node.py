@@ -23,8 +23,7 @@ import pytest
 
 from ampd.datasets.manifest import parse_manifest
 from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
-from ampd.extract.sources import open_pool
-from ampd.providers.evm_rpc.in_process import InProcessSource
+from ampd.extract.sources import open_source, providers_for
 from ampd.providers.evm_rpc.schema import TABLES
 from ampd.storage.parquet_writer import ClosedFile, WriterSettings
 from ampd.storage.paths import new_revision
@@ -297,9 +296,10 @@ async def _extract(node: Node, tmp: Path, settings: WriterSettings) -> list[list
     async def commit(group: list[ClosedFile]) -> None:
         groups.append(list(group))
 
-    async with open_pool(manifest, inputs.providers_dir, max_attempts=5) as pool:
+    providers = providers_for(manifest, inputs.providers_dir)
+    async with open_source(manifest.kind, providers, max_attempts=5) as source:
         last = await extract_range(
-            InProcessSource(pool),
+            source,
             target,
             0,
             node.end,

@@ -106,12 +106,61 @@ def test_bad_values_name_file_key_value_and_expectation(tmp_path, line, key, sho
     assert expected in message
 
 
-def test_wrong_kind(tmp_path):
-    path = write(tmp_path, "fh", 'kind = "firehose"\nnetwork = "n"\nurl = "http://h"\n')
-    with pytest.raises(
-        ProviderConfigError, match=r"key 'kind' = \"firehose\": expected \"evm-rpc\""
-    ):
+def test_unknown_kind_is_refused_alone_and_skipped_in_a_folder(tmp_path, caplog):
+    path = write(tmp_path, "sol", 'kind = "solana"\nnetwork = "n"\nurl = "http://h"\n')
+    with pytest.raises(ProviderConfigError) as e:
         load_provider_file(path)
+    assert "key 'kind' = \"solana\": not a kind ampd knows" in str(e.value)
+    assert '"evm-rpc" or "firehose"' in str(e.value)
+    write(tmp_path, "local", MINIMAL)
+    with caplog.at_level("WARNING"):
+        assert [p.name for p in load_providers(tmp_path)] == ["local"]
+    assert str(path) in caplog.text
+
+
+def test_missing_kind(tmp_path):
+    path = write(tmp_path, "nokind", 'network = "n"\nurl = "http://h"\n')
+    with pytest.raises(ProviderConfigError, match="missing required key 'kind'"):
+        load_provider_file(path)
+
+
+def test_firehose_provider(tmp_path, monkeypatch):
+    text = 'kind = "firehose"\nnetwork = "mainnet"\nurl = "${FH_URL}"\ntoken = "${FH_TOKEN}"\n'
+    p = load_provider_file(write(tmp_path, "fh", text))
+    assert (p.kind, p.network, p.url, p.token) == (
+        "firehose",
+        "mainnet",
+        "${FH_URL}",
+        "${FH_TOKEN}",
+    )
+    assert not p.is_resolved
+    assert "FH_TOKEN" not in repr(p) and "token" not in repr(p)
+    monkeypatch.setenv("FH_URL", "https://firehose.example:443")
+    monkeypatch.setenv("FH_TOKEN", "s3cret")
+    r = p.resolved()
+    assert (r.url, r.token) == ("https://firehose.example:443", "s3cret")
+    assert p.to_toml() == text
+    assert select_providers([r], "firehose", "mainnet") == [r]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('url = "ws://h:1"', "expected a URL starting with http:// or https://"),
+        (
+            'url = "http://h"\ntimeout_secs = 3',
+            "unknown key 'timeout_secs' = 3 (known keys: kind, network, url, token)",
+        ),
+        ('url = "http://h"\ntoken = 5', "key 'token' = <redacted>: expected a string"),
+        ('url = "http://h"\ntoken = "two\\nlines"', "key 'token' = <redacted>"),
+    ],
+)
+def test_firehose_provider_errors(tmp_path, line, message):
+    path = write(tmp_path, "fh", f'kind = "firehose"\nnetwork = "n"\n{line}\n')
+    with pytest.raises(ProviderConfigError) as e:
+        load_provider_file(path)
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
 
 
 def test_missing_required_keys_are_all_named(tmp_path):

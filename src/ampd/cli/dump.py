@@ -12,13 +12,11 @@ from pathlib import Path
 import click
 
 from ampd.datasets.manifest import InvalidManifest, ManifestValidationError, parse_manifest
+from ampd.extract.chunk import SourceError
 from ampd.extract.engine import ExtractionTarget, Tuning, extract_range
 from ampd.extract.parallel import ProcessPoolSource
+from ampd.extract.sources import open_source
 from ampd.providers.config import ProviderConfigError, load_providers, select_providers
-from ampd.providers.evm_rpc.errors import RpcError
-from ampd.providers.evm_rpc.in_process import InProcessSource
-from ampd.providers.evm_rpc.pool import ProviderPool
-from ampd.providers.evm_rpc.schema import TABLES
 from ampd.runtime.exit import exit_now
 from ampd.runtime.signals import ShutdownSignal
 from ampd.storage.parquet_writer import ClosedFile, InvalidCompression, WriterSettings
@@ -37,7 +35,7 @@ def _fail(message: str) -> None:
     "manifest_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="evm-rpc manifest JSON.",
+    help="Raw dataset manifest JSON (kind evm-rpc or firehose).",
 )
 @click.option(
     "--providers-dir",
@@ -139,10 +137,10 @@ def dump(
         workers = (os.cpu_count() or 1) if processes is None else processes
         if workers > 0:
             # No thread or event loop exists yet: forking is safe, and workers start at once.
-            pool = ProcessPoolSource(providers, workers, start_method="fork")
+            pool = ProcessPoolSource(manifest.kind, providers, workers, start_method="fork")
             pool.start()
         else:
-            pool = InProcessSource(ProviderPool(providers))
+            pool = open_source(manifest.kind, providers)
         store = open_store(data_dir)  # after the fork: a remote store's client starts threads
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")
@@ -155,14 +153,14 @@ def dump(
         schemas=manifest.schemas,
         store=store,
         writer=settings,
-        table_prefixes={t: f"{namespace}/{dataset}/{t}/{revision}" for t in TABLES},
+        table_prefixes={t: f"{namespace}/{dataset}/{t}/{revision}" for t in manifest.schemas},
     )
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = asyncio.run(
             _run(pool, target, start, end, Tuning(chunk_blocks, chunks_in_flight), show)
         )
-    except (RpcError, StoreUnavailable) as exc:
+    except (SourceError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         exit_now(1)  # the fetch processes are gone; the store client's threads may not be
     output = f"{namespace}/{dataset}"
@@ -223,7 +221,7 @@ async def _run(
                 pool, target, start, end, commit, tuning=tuning, stop=shutdown.event
             )
     elapsed = time.monotonic() - began
-    rows = {t: sum(f.rows for f in files if f.table == t) for t in TABLES}
+    rows = {t: sum(f.rows for f in files if f.table == t) for t in target.schemas}
     done = last - start + 1
     if last < start:  # a signal before the first block (even during start-up)
         click.echo(f"dump stopped by a signal: no block written, {start}..{end} are not", err=True)

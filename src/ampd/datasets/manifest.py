@@ -1,12 +1,12 @@
 """Dataset manifests: parse and check the JSON once at the edge, hash it, generate it.
 
-An evm-rpc manifest:
+A raw manifest (kind evm-rpc or firehose; both have the same fields):
 
     {"kind": "evm-rpc", "network": "anvil", "start_block": 0, "finalized_blocks_only": false,
      "tables": {"blocks": {"schema": {"arrow": {"fields": [...]}}, "network": "anvil"}, ...}}
 
-`tables` may be absent or carry older schemas; the extractor's own schemas
-(`providers.evm_rpc.schema.TABLES`) are the ones data is written with.
+`tables` may be absent or carry older schemas; the kind's own schemas
+(`providers.kinds.source_kind(kind).tables`) are the ones data is written with.
 """
 
 import json
@@ -20,10 +20,10 @@ from pydantic import ValidationError as _PydanticError
 
 from ampd.datasets import arrow_types
 from ampd.datasets.canonical import canonical_hash, canonical_text
-from ampd.providers.evm_rpc.schema import TABLES as EVM_RPC_TABLES
+from ampd.providers.config import EVM_RPC_KIND
+from ampd.providers.kinds import RAW_KINDS, source_kind
 
-EVM_RPC_KIND = "evm-rpc"
-KINDS = (EVM_RPC_KIND,)
+KINDS = RAW_KINDS
 _MAX_BLOCK = 2**64 - 1
 
 
@@ -70,7 +70,7 @@ class Manifest:
     @property
     def schemas(self) -> dict[str, pa.Schema]:
         """The schemas the extractor writes for this kind (authoritative, not the declared ones)."""
-        return dict(EVM_RPC_TABLES)
+        return dict(source_kind(self.kind).tables)
 
 
 # -- the edge: pydantic models of the JSON --------------------------------------------------
@@ -178,6 +178,7 @@ def generate_manifest(
         or not 0 <= start_block <= _MAX_BLOCK
     ):
         raise ManifestValidationError("start_block", start_block, "expected an integer >= 0")
+    tables = source_kind(kind).tables
     return {
         "kind": kind,
         "network": network,
@@ -186,10 +187,10 @@ def generate_manifest(
         # Amp keeps tables in a sorted map; the same order here keeps the output comparable.
         "tables": {
             name: {
-                "schema": {"arrow": {"fields": schema_to_json(EVM_RPC_TABLES[name])}},
+                "schema": {"arrow": {"fields": schema_to_json(tables[name])}},
                 "network": network,
             }
-            for name in sorted(EVM_RPC_TABLES)
+            for name in sorted(tables)
         },
     }
 

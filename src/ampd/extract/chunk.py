@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["BlockHeader", "Chunk", "ChunkSource", "ConversionError"]
+__all__ = ["BlockHeader", "Chunk", "ChunkSource", "ConversionError", "SourceError"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,15 @@ class ChunkSource(Protocol):
     processes: extract/parallel.py)."""
 
     async def chunk(self, numbers: Sequence[int]) -> Chunk: ...
+
+    async def head(self, finalized: bool = False) -> int: ...
+
+    async def header(self, number: int) -> BlockHeader | None: ...
+
+
+class SourceError(Exception):
+    """A provider could not give the blocks (down, refusing, out of retries): the job is
+    retried later. Each kind's errors derive from it (evm-rpc's RpcError, firehose's)."""
 
 
 class ConversionError(ValueError):

@@ -5,11 +5,12 @@ CPU. `FetchProcesses` is a fixed set of child processes that serve every provide
 owner uses: `ampd dump` has one set for its one dataset; a worker has one for all its
 segments, so that segments of one network share the provider's limits (see parallel.py).
 
-A child runs one event loop with a provider pool per provider set it was told of. It starts
+A child runs one event loop with a provider pool per provider set it was told of, of the
+set's kind (providers/kinds.py: the kind fetches and converts; this module knows none). It starts
 fetching a chunk as soon as the request arrives and converts the chunks whose blocks have
 come back in the order they were asked for: while it converts one chunk, the requests for
 its next ones are already with the node. Record batches come back as Arrow IPC, which costs
-little to move. Single calls (the head, one block by number) are answered as they finish.
+little to move. Single calls (the head, one block's header) are answered as they finish.
 
 A child dies with its owner: it is killed by the kernel when the owner dies (Linux's
 parent-death signal), and it stops when the owner's end of its pipe closes.
@@ -35,13 +36,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from ampd.extract.chunk import ConversionError
+from ampd.extract.chunk import ConversionError, SourceError
 from ampd.logs import get_logger, setup_logging
 from ampd.providers.config import parse_provider
-from ampd.providers.evm_rpc.chunks import convert_chunk, fetch_chunk
-from ampd.providers.evm_rpc.errors import RpcError
-from ampd.providers.evm_rpc.pool import ProviderPool
-from ampd.providers.evm_rpc.transport import decode_on_loop_thread
+from ampd.providers.kinds import SourceKind, source_kind
 
 log = get_logger("extract")
 
@@ -67,12 +65,8 @@ class RemoteConversionError(ConversionError):
         )
 
 
-class RemoteRpcError(RpcError):
-    """An RpcError raised in a fetch process (message kept, fields not)."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-        self.provider, self.url, self.detail, self.method = "", "", message, None
+class RemoteSourceError(SourceError):
+    """A provider's SourceError raised in a fetch process (message kept, fields not)."""
 
 
 class WorkerProcessError(RuntimeError):
@@ -136,7 +130,6 @@ def _child_main(conn: Connection, parent: int, inherited: list[int]) -> None:
     setup_logging()  # a spawned process starts blank: same format and level (AMP_LOG)
     relax_gc()
     keep_memory()
-    decode_on_loop_thread()
     try:
         asyncio.run(_serve(conn))
     finally:
@@ -145,9 +138,9 @@ def _child_main(conn: Connection, parent: int, inherited: list[int]) -> None:
 
 async def _serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
-    pools: dict[str, ProviderPool] = {}
+    pools: dict[str, tuple[SourceKind, Any]] = {}  # provider set -> its kind and pool
     # Chunk fetches in the order their requests came, each already running; None: stop.
-    fetches: asyncio.Queue[tuple[int, asyncio.Task] | None] = asyncio.Queue()
+    fetches: asyncio.Queue[tuple[int, SourceKind, asyncio.Task] | None] = asyncio.Queue()
     running: set[asyncio.Task] = set()
     stopping = False
 
@@ -174,15 +167,20 @@ async def _serve(conn: Connection) -> None:
             return
         op, seq, key, *args = pickle.loads(message)
         if op == "providers":
-            raw, max_attempts = args
+            kind_name, raw, max_attempts = args
+            kind = source_kind(kind_name)
+            kind.in_fetch_process()
             configs = [parse_provider(name, item) for name, item in raw]
-            pools[key] = ProviderPool(configs, max_attempts=max_attempts)
-        elif op == "blocks":
-            fetches.put_nowait((seq, track(loop.create_task(fetch_chunk(pools[key], args[0])))))
+            pools[key] = (kind, kind.open_pool(configs, max_attempts))
+            return
+        kind, pool = pools[key]
+        if op == "blocks":
+            task = loop.create_task(kind.fetch(pool, args[0]))
+            fetches.put_nowait((seq, kind, track(task)))
         elif op == "head":
-            track(loop.create_task(answer_call(seq, pools[key].head(finalized=args[0]))))
-        elif op == "call":
-            track(loop.create_task(answer_call(seq, pools[key].call(args[0], args[1]))))
+            track(loop.create_task(answer_call(seq, kind.head(pool, args[0]))))
+        elif op == "header":
+            track(loop.create_task(answer_call(seq, kind.header(pool, args[0]))))
 
     loop.add_reader(conn.fileno(), on_request)
     try:
@@ -198,19 +196,19 @@ async def _serve(conn: Connection) -> None:
             loop.remove_reader(conn.fileno())
         for task in list(running):
             task.cancel()
-        await asyncio.gather(*(pool.aclose() for pool in pools.values()), return_exceptions=True)
+        await asyncio.gather(*(pool.aclose() for _, pool in pools.values()), return_exceptions=True)
 
 
 async def _call_result(seq: int, work: Any) -> tuple:
     try:
         return ("value", seq, await work)
-    except RpcError as exc:  # its own fields do not survive pickling
-        return ("rpc_error", seq, str(exc))
+    except SourceError as exc:  # its own fields do not survive pickling
+        return ("source_error", seq, str(exc))
     except Exception:  # noqa: BLE001 - sent to the parent, which raises it
         return ("error", seq, traceback.format_exc())
 
 
-async def _chunk_result(seq: int, fetch: asyncio.Task) -> tuple:
+async def _chunk_result(seq: int, kind: SourceKind, fetch: asyncio.Task) -> tuple:
     try:
         try:
             raw = await fetch
@@ -220,10 +218,10 @@ async def _chunk_result(seq: int, fetch: asyncio.Task) -> tuple:
             raise
         # Let requests that arrived meanwhile go out before this process is busy converting.
         await asyncio.sleep(0)
-        batches, block_headers = convert_chunk(raw)
+        batches, block_headers = kind.convert(raw)
         headers = [(h.number, h.hash, h.parent_hash, h.timestamp) for h in block_headers]
-    except RpcError as exc:
-        return ("rpc_error", seq, str(exc))
+    except SourceError as exc:
+        return ("source_error", seq, str(exc))
     except ConversionError as exc:
         return ("conversion_error", seq, str(exc))
     except Exception:  # noqa: BLE001 - sent to the parent, which raises it
@@ -298,13 +296,14 @@ class FetchProcesses:
         index: int,
         op: str,
         key: str,
-        providers: tuple[list[tuple[str, dict]], int | None],
+        providers: tuple[str, list[tuple[str, dict]], int | None],
         *args: Any,
     ) -> Any:
-        """Run `op` ("blocks", "head" or "call") with `args` in child `index`, on the
-        provider set `key` (`providers`: its files, limits already shared, and max_attempts).
-        Raises WorkerProcessError if the child dies or fails, RemoteRpcError and
-        RemoteConversionError for what the providers or the conversion raised."""
+        """Run `op` ("blocks", "head" or "header") with `args` in child `index`, on the
+        provider set `key` (`providers`: its kind, its files with limits already shared,
+        and max_attempts). Raises WorkerProcessError if the child dies or fails,
+        RemoteSourceError and RemoteConversionError for what the providers or the
+        conversion raised."""
         if self.closed:
             raise WorkerProcessError("the fetch processes are shut down")
         self.start()
@@ -348,8 +347,8 @@ class FetchProcesses:
             future.set_result((rest[0], rest[1]))
         elif kind == "value":
             future.set_result(rest[0])
-        elif kind == "rpc_error":
-            future.set_exception(RemoteRpcError(rest[0]))
+        elif kind == "source_error":
+            future.set_exception(RemoteSourceError(rest[0]))
         elif kind == "conversion_error":
             future.set_exception(RemoteConversionError(rest[0]))
         else:
@@ -392,7 +391,7 @@ def read_batches(payload: dict[str, bytes]) -> dict[str, pa.RecordBatch]:
     return {table: pa.ipc.open_stream(buf).read_next_batch() for table, buf in payload.items()}
 
 
-def provider_key(providers: Sequence[tuple[str, dict]], max_attempts: int | None) -> str:
-    """One name per provider set (its files as shared out, and the retry budget)."""
-    text = json.dumps([list(providers), max_attempts], sort_keys=True, default=str)
+def provider_key(kind: str, providers: Sequence[tuple[str, dict]], max_attempts: int | None) -> str:
+    """One name per provider set (its kind, its files as shared out, and the retry budget)."""
+    text = json.dumps([kind, list(providers), max_attempts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

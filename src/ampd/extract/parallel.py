@@ -2,8 +2,8 @@
 
 `ProcessPoolSource` is the ChunkSource of `ampd dump` and of the worker's segment runs: it
 hands each chunk of block numbers to one of the fetch processes (fetch_processes.py), in
-turn, and asks them for the head and for single calls too, so that every request to the
-provider goes out from them.
+turn, and asks them for the head and for block headers too, so that every request to the
+provider goes out from them. It works for any source kind (providers/kinds.py).
 
 The provider limits are shared out: each of N processes may have `concurrent_request_limit`
 / N requests in flight and send `rate_limit_per_minute` / N requests a minute, so all of
@@ -24,7 +24,7 @@ from ampd.extract.chunk import BlockHeader, Chunk
 from ampd.extract.fetch_processes import (
     FetchProcesses,
     RemoteConversionError,
-    RemoteRpcError,
+    RemoteSourceError,
     WorkerProcessError,
     provider_key,
     read_batches,
@@ -35,7 +35,7 @@ from ampd.providers.config import ProviderConfig
 __all__ = [
     "ProcessPoolSource",
     "RemoteConversionError",
-    "RemoteRpcError",
+    "RemoteSourceError",
     "WorkerProcessError",
     "relax_gc",
     "share_limits",
@@ -51,14 +51,7 @@ def worker_count(providers: Sequence[ProviderConfig], processes: int) -> int:
 
 def share_limits(providers: Sequence[ProviderConfig], processes: int) -> list[dict[str, Any]]:
     """Each provider's file, as written, with its limits divided among `processes`."""
-    shared = []
-    for p in providers:
-        raw = dict(p.raw)
-        raw["concurrent_request_limit"] = max(1, p.concurrent_request_limit // processes)
-        if p.rate_limit_per_minute:
-            raw["rate_limit_per_minute"] = max(1, p.rate_limit_per_minute // processes)
-        shared.append(raw)
-    return shared
+    return [p.shared_among(processes) for p in providers]
 
 
 class ProcessPoolSource:
@@ -71,6 +64,7 @@ class ProcessPoolSource:
 
     def __init__(
         self,
+        kind: str,
         providers: Sequence[ProviderConfig],
         processes: int | None = None,
         *,
@@ -85,8 +79,8 @@ class ProcessPoolSource:
         # As written (placeholders kept): each process substitutes ${VAR} from its environment.
         names = [p.name for p in providers]
         files = list(zip(names, share_limits(providers, self.processes), strict=True))
-        self._providers = (files, max_attempts)
-        self._key = provider_key(files, max_attempts)
+        self._providers = (kind, files, max_attempts)
+        self._key = provider_key(kind, files, max_attempts)
         # Segments sharing the processes start their turns at different ones.
         first = random.randrange(self.processes) if shared is not None else 0
         self._turn = itertools.cycle([(first + i) % self.processes for i in range(self.processes)])
@@ -110,8 +104,8 @@ class ProcessPoolSource:
     async def head(self, finalized: bool = False) -> int:
         return await self._request("head", finalized)
 
-    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
-        return await self._request("call", method, list(params))
+    async def header(self, number: int) -> BlockHeader | None:
+        return await self._request("header", number)
 
     async def _request(self, op: str, *args: Any) -> Any:
         return await self._fetchers.request(next(self._turn), op, self._key, self._providers, *args)

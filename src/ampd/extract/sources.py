@@ -1,4 +1,4 @@
-"""Finding the providers that serve a dataset's network."""
+"""Finding the providers that serve a dataset's network, and opening them by kind."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 from ampd.datasets.manifest import Manifest
+from ampd.extract.chunk import SourceError
+from ampd.extract.in_process import InProcessSource
 from ampd.logs import get_logger
 from ampd.providers.config import (
     ProviderConfig,
@@ -13,8 +15,7 @@ from ampd.providers.config import (
     load_providers,
     select_providers,
 )
-from ampd.providers.evm_rpc.errors import RpcError
-from ampd.providers.evm_rpc.pool import ProviderPool
+from ampd.providers.kinds import source_kind
 
 log = get_logger("extract")
 
@@ -28,11 +29,12 @@ def providers_for(manifest: Manifest, providers_dir: str | Path) -> list[Provide
     return select_providers(load_providers(providers_dir), manifest.kind, manifest.network)
 
 
-def open_pool(
-    manifest: Manifest, providers_dir: str | Path, *, max_attempts: int | None = None
-) -> ProviderPool:
-    """A pool over `providers_for(manifest, providers_dir)` in this process (blocking)."""
-    return ProviderPool(providers_for(manifest, providers_dir), max_attempts=max_attempts)
+def open_source(
+    kind: str, providers: list[ProviderConfig], *, max_attempts: int | None = None
+) -> InProcessSource:
+    """The providers of `kind` as a source fetching and converting in this process."""
+    found = source_kind(kind)
+    return InProcessSource(found, found.open_pool(providers, max_attempts))
 
 
 def head_source(providers_dir: str | Path):  # noqa: ANN201 - returns a HeadSource
@@ -40,14 +42,15 @@ def head_source(providers_dir: str | Path):  # noqa: ANN201 - returns a HeadSour
 
     async def head(manifest: Manifest) -> int | None:
         try:
-            pool = await asyncio.to_thread(open_pool, manifest, providers_dir, max_attempts=3)
+            providers = await asyncio.to_thread(providers_for, manifest, providers_dir)
+            source = open_source(manifest.kind, providers, max_attempts=3)
         except (ProviderConfigError, ValueError) as exc:
             log.warning("no head for network %s: %s", manifest.network, exc)
             return None
-        async with pool:
+        async with source:
             try:
-                return await pool.head(finalized=manifest.finalized_blocks_only)
-            except (RpcError, OSError) as exc:
+                return await source.head(finalized=manifest.finalized_blocks_only)
+            except (SourceError, OSError) as exc:
                 log.warning("no head for network %s: %s", manifest.network, exc)
                 return None
 

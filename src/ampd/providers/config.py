@@ -3,6 +3,11 @@
 A file is parsed and checked once, here, into a frozen `ProviderConfig`. `${VAR}`
 placeholders in string values are kept as written until the provider is used
 (`ProviderConfig.resolved`), so listing providers never needs their secrets.
+
+Two kinds are known: `evm-rpc` (an Ethereum JSON-RPC node) and `firehose` (a StreamingFast
+Firehose gRPC endpoint: `url`, optional `token`). A file of another kind is refused when it
+is given on its own, and skipped with a warning naming it when a whole folder is listed:
+another program's providers may share the folder.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from urllib.parse import urlsplit
 from obstore.exceptions import BaseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ampd.logs import get_logger
 from ampd.storage.cloud import describe_error
 from ampd.storage.folder import Folder, FolderUnreadable, open_folder
 
 __all__ = [
     "EVM_RPC_KIND",
+    "FIREHOSE_KIND",
+    "KINDS",
     "ProviderConfig",
     "ProviderConfigError",
     "load_provider",
@@ -34,9 +42,14 @@ __all__ = [
     "load_providers",
     "parse_provider",
     "select_providers",
+    "UnknownProviderKind",
 ]
 
 EVM_RPC_KIND = "evm-rpc"
+FIREHOSE_KIND = "firehose"
+KINDS = (EVM_RPC_KIND, FIREHOSE_KIND)
+
+log = get_logger("providers")
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
@@ -45,12 +58,19 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Visible ASCII, space and tab: what a header value may contain.
 _HEADER_VALUE_RE = re.compile(r"[\x20-\x7e\t]+\Z")
-_URL_SCHEMES = ("http", "https", "ws", "wss", "ipc")
-_SECRET_KEYS = frozenset({"auth_token"})
+_URL_SCHEMES = {
+    EVM_RPC_KIND: ("http", "https", "ws", "wss", "ipc"),
+    FIREHOSE_KIND: ("http", "https"),  # gRPC: TLS for https, plaintext for http
+}
+_SECRET_KEYS = frozenset({"auth_token", "token"})
 
 
 class ProviderConfigError(ValueError):
     """A provider file or value is invalid, or a provider cannot be used as configured."""
+
+
+class UnknownProviderKind(ProviderConfigError):
+    """A provider of a kind ampd does not know: skipped when a folder is listed."""
 
 
 class _ProviderFile(BaseModel):
@@ -70,10 +90,24 @@ class _ProviderFile(BaseModel):
     timeout_secs: float = Field(30.0, gt=0)
 
 
+class _FirehoseFile(BaseModel):
+    """The keys of a Firehose provider file (Amp's FirehoseProviderConfig)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    kind: Literal["firehose"]
+    network: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    token: str | None = None
+
+
+_MODELS: dict[str, type[BaseModel]] = {EVM_RPC_KIND: _ProviderFile, FIREHOSE_KIND: _FirehoseFile}
+
 _EXPECTED = {
-    "kind": f'"{EVM_RPC_KIND}"',
+    "kind": " or ".join(f'"{k}"' for k in KINDS),
     "network": "a non-empty string",
     "url": "a URL string: http(s)://host, ws(s)://host or ipc:///absolute/path",
+    "token": "a string",
     "auth_token": "a string",
     "auth_header": "a string",
     "concurrent_request_limit": "an integer >= 1",
@@ -102,6 +136,7 @@ class ProviderConfig:
     rate_limit_per_minute: int | None = None
     fetch_receipts_per_tx: bool = False
     timeout_secs: float = 30.0
+    token: str | None = field(default=None, repr=False)  # firehose: the bearer token
     source: str | None = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -120,7 +155,7 @@ class ProviderConfig:
         """True when no string value still holds a `${VAR}` placeholder."""
         return not any(
             isinstance(v, str) and _PLACEHOLDER_RE.search(v)
-            for v in (self.network, self.url, self.auth_token, self.auth_header)
+            for v in (self.network, self.url, self.auth_token, self.auth_header, self.token)
         )
 
     @property
@@ -142,6 +177,16 @@ class ProviderConfig:
             values[key] = _substitute(value, env, self, key) if isinstance(value, str) else value
         checked = _check(values, self._where(), substituted_from=self.raw)
         return replace(self, **checked)
+
+    def shared_among(self, processes: int) -> dict[str, Any]:
+        """The file as written, with the request limits its kind has divided among
+        `processes` that each use the provider (together they stay within the limits)."""
+        raw = dict(self.raw)
+        if "concurrent_request_limit" in _MODELS[self.kind].model_fields:
+            raw["concurrent_request_limit"] = max(1, self.concurrent_request_limit // processes)
+            if self.rate_limit_per_minute:
+                raw["rate_limit_per_minute"] = max(1, self.rate_limit_per_minute // processes)
+        return raw
 
     def to_public_dict(self) -> dict[str, Any]:
         """The provider as written (name first, `${VAR}` placeholders kept), for the Admin API."""
@@ -225,6 +270,8 @@ def load_providers(directory: str | os.PathLike[str] | Folder) -> list[ProviderC
             providers.append(load_provider(folder, name))
         except FileNotFoundError:  # deleted since the listing
             continue
+        except UnknownProviderKind as exc:
+            log.warning("skipping %s", exc)
     return sorted(providers, key=lambda p: p.name)
 
 
@@ -254,19 +301,32 @@ def _check(
     type-checked; their format is checked once they are substituted.
     """
     problems: list[str] = []
+    kind = values.get("kind")
+    model_type = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model_type is None:
+        if "kind" not in values:
+            raise ProviderConfigError(
+                f"{where}: missing required key 'kind' (expected {_EXPECTED['kind']})"
+            )
+        raise UnknownProviderKind(
+            f"{where}: key 'kind' = {_show('kind', kind, None)}: not a kind ampd knows "
+            f"(expected {_EXPECTED['kind']})"
+        )
     try:
-        model = _ProviderFile.model_validate(dict(values))
+        model = model_type.model_validate(dict(values))
     except ValidationError as e:
-        problems = [_describe(err, substituted_from) for err in e.errors()]
+        problems = [_describe(err, substituted_from, model_type) for err in e.errors()]
         raise ProviderConfigError(f"{where}: " + "; ".join(problems)) from None
     checked = model.model_dump()
-    checked["timeout_secs"] = float(checked["timeout_secs"])
+    if "timeout_secs" in checked:
+        checked["timeout_secs"] = float(checked["timeout_secs"])
     for key, check in (
-        ("url", _url_problem),
+        ("url", lambda url: _url_problem(url, _URL_SCHEMES[kind])),
         ("auth_header", _header_name_problem),
         ("auth_token", _header_value_problem),
+        ("token", _header_value_problem),
     ):
-        value = checked[key]
+        value = checked.get(key)
         if value is None or (substituted_from is None and _PLACEHOLDER_RE.search(value)):
             continue
         problem = check(value)
@@ -278,12 +338,14 @@ def _check(
     return checked
 
 
-def _describe(err: Mapping[str, Any], substituted_from: Mapping[str, Any] | None) -> str:
+def _describe(
+    err: Mapping[str, Any], substituted_from: Mapping[str, Any] | None, model: type[BaseModel]
+) -> str:
     key = str(err["loc"][0]) if err["loc"] else "?"
     if err["type"] == "missing":
         return f"missing required key '{key}' (expected {_EXPECTED.get(key, 'a value')})"
     if err["type"] == "extra_forbidden":
-        known = ", ".join(_EXPECTED)
+        known = ", ".join(model.model_fields)
         return f"unknown key '{key}' = {_show(key, err['input'], None)} (known keys: {known})"
     shown = _show(key, err["input"], substituted_from)
     return f"key '{key}' = {shown}: expected {_EXPECTED.get(key, 'a valid value')}"
@@ -298,13 +360,14 @@ def _show(key: str, value: Any, substituted_from: Mapping[str, Any] | None) -> s
     return _toml_value(value)
 
 
-def _url_problem(url: str) -> str | None:
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     try:
         parts = urlsplit(url)
     except ValueError as e:
         return f"not a valid URL ({e})"
-    if parts.scheme not in _URL_SCHEMES:
-        return "expected a URL starting with http://, https://, ws://, wss:// or ipc:///"
+    if parts.scheme not in schemes:
+        starts = [f"{s}:///" if s == "ipc" else f"{s}://" for s in schemes]
+        return f"expected a URL starting with {', '.join(starts[:-1])} or {starts[-1]}"
     if parts.scheme == "ipc":
         if parts.netloc or not parts.path.startswith("/"):
             return "expected ipc:///absolute/path/to/socket"

@@ -22,7 +22,7 @@ import pyarrow as pa
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import TABLE_CHANGES_CHANNEL
-from ampd.providers.evm_rpc.schema import TABLES
+from ampd.providers.kinds import source_kind
 from ampd.sql.footer_cache import FooterCache
 from ampd.storage.cloud import CloudStore
 from ampd.storage.store import open_store
@@ -56,9 +56,9 @@ class RevisionTables:
     schemas: dict[str, pa.Schema] = field(default_factory=dict)  # the tables' schemas
 
     def schema(self, table: str) -> pa.Schema:
-        """A table's schema: the manifest's (a derived dataset's declared ones), else the
-        evm-rpc extractor's."""
-        return self.schemas.get(table) or TABLES[table]
+        """A table's schema: a derived dataset's declared one, or the one its raw kind
+        writes."""
+        return self.schemas.get(table) or _raw_schemas(self.kind)[table]
 
 
 # From this many files a local table is planned from cached footers: DataFusion's own
@@ -193,8 +193,8 @@ class Catalog:
             # A registered revision that was never deployed has empty tables.
             tables = by_hash.get(manifest_hash, {})
             kind, network = kinds.get(manifest_hash, ("", ""))
-            schemas = derived.get(manifest_hash, {})
-            names = set(schemas) if manifest_hash in derived else set(TABLES)
+            schemas = derived[manifest_hash] if manifest_hash in derived else _raw_schemas(kind)
+            names = set(schemas)
             return RevisionTables(
                 manifest_hash,
                 {t: tuple(tables.get(t, ())) for t in sorted({*names, *tables})},
@@ -245,3 +245,11 @@ class Catalog:
     def _location(self, key: str) -> str:
         local = self._store.local_path(key)
         return str(local) if local is not None else self._store.url(key)
+
+
+def _raw_schemas(kind: str) -> dict[str, pa.Schema]:
+    """The tables a raw kind writes (evm-rpc's for a revision of no known kind)."""
+    try:
+        return dict(source_kind(kind or "evm-rpc").tables)
+    except ValueError:
+        return dict(source_kind("evm-rpc").tables)

@@ -7,19 +7,18 @@ raw ones, through the same writers and fence):
   the tables over them (sql/derived_range.py) on a thread;
 - `head()` is the last block all dependencies have committed without a gap: a continuous
   derived job follows its dependencies as they commit;
-- `call("eth_getBlockByNumber", ...)` answers a block's hash from the dependency's blocks,
-  which is what the segment run checks its committed hashes against after a reorg: a
-  dependency's reorg retires and recomputes the derived ranges it reaches.
+- `header(number)` answers a block's hash from the dependency's blocks, which is what the
+  segment run checks its committed hashes against after a reorg: a dependency's reorg
+  retires and recomputes the derived ranges it reaches.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from ampd.datasets.derived import DerivedManifest
-from ampd.extract.chunk import Chunk
+from ampd.extract.chunk import BlockHeader, Chunk
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.sql.catalog import Catalog, CatalogSnapshot, RevisionTables
@@ -87,16 +86,12 @@ class DerivedSource:
         _, deps = await self._dependencies()
         return self._through(deps, self.manifest.start_block)
 
-    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
-        if method != "eth_getBlockByNumber":
-            raise ValueError(f"a derived dataset's source answers no {method}")
-        number = int(params[0], 16)
+    async def header(self, number: int) -> BlockHeader | None:
         snapshot, deps = await self._dependencies()
         chunk = await asyncio.to_thread(
             evaluate_range, _headers_only(self.manifest), deps, snapshot, number, number
         )
-        header = chunk.headers[0]
-        return {"number": hex(number), "hash": header.hash, "parentHash": header.parent_hash}
+        return chunk.headers[0]
 
 
 def _headers_only(manifest: DerivedManifest) -> DerivedManifest:

@@ -34,7 +34,7 @@ from ampd.extract.engine import (
 )
 from ampd.extract.fetch_processes import FetchProcesses
 from ampd.extract.parallel import ProcessPoolSource
-from ampd.extract.sources import providers_for
+from ampd.extract.sources import open_source, providers_for
 from ampd.logs import get_logger, node_id_var
 from ampd.metadb.db import MetadataDb
 from ampd.metadb.segments import (
@@ -44,8 +44,6 @@ from ampd.metadb.segments import (
     SegmentIncomplete,
     committed_tail,
 )
-from ampd.providers.evm_rpc.in_process import chunk_source
-from ampd.providers.evm_rpc.pool import ProviderPool
 from ampd.sql.derived_range import BlockNumUnknown
 from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
@@ -177,9 +175,11 @@ class SegmentRun:
                     providers_for, manifest, self.config.providers_dir
                 )
                 if self.fetchers is not None:
-                    pool = ProcessPoolSource(providers, shared=self.fetchers, max_attempts=20)
+                    pool = ProcessPoolSource(
+                        manifest.kind, providers, shared=self.fetchers, max_attempts=20
+                    )
                 else:
-                    pool = ProviderPool(providers, max_attempts=20)
+                    pool = open_source(manifest.kind, providers, max_attempts=20)
             async with pool:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)
@@ -252,7 +252,7 @@ class SegmentRun:
             return
         self._bounds = RangeBounds(end)
         await extract_range(
-            chunk_source(pool),
+            pool,
             target,
             start,
             end,
@@ -334,7 +334,7 @@ class SegmentRun:
                 tuning = Tuning.from_env()
                 try:
                     next_block = 1 + await extract_range(
-                        chunk_source(pool),
+                        pool,
                         target,
                         next_block,
                         head,
@@ -371,9 +371,9 @@ class SegmentRun:
         )
         ancestor = None
         for end in ends:
-            block = await pool.call("eth_getBlockByNumber", [hex(end), False])
+            header = await pool.header(end)
             committed = await self._last_hash(end)
-            if block is not None and committed == bytes.fromhex(block["hash"][2:]):
+            if header is not None and committed == bytes.fromhex(header.hash[2:]):
                 ancestor = end
                 break
             if end == floor:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from ampd.controller.admin_api import ApiError, context, read_json
 from ampd.providers.config import (
     ProviderConfigError,
+    UnknownProviderKind,
     load_provider,
     load_providers,
     parse_provider,
@@ -68,6 +69,8 @@ async def get_provider(request: Request, name: str) -> dict[str, Any]:
         return provider.to_public_dict()
     except FileNotFoundError:
         raise ApiError(404, "PROVIDER_NOT_FOUND", f"provider {name} not found") from None
+    except UnknownProviderKind as exc:  # another program's file: not a provider of ampd's
+        raise ApiError(404, "PROVIDER_NOT_FOUND", str(exc)) from None
     except ProviderConfigError as exc:
         raise ApiError(500, "PROVIDER_CONFIG_ERROR", str(exc)) from None
 

@@ -6,8 +6,10 @@ that came from `${VAR}` stays a placeholder); the auth token never appears.
 
 from __future__ import annotations
 
+from ampd.extract.chunk import SourceError
 
-class RpcError(Exception):
+
+class RpcError(SourceError):
     """A request to a provider failed."""
 
     def __init__(self, provider: str, url: str, detail: str, method: str | None = None) -> None:

@@ -1,5 +1,6 @@
-"""The evm-rpc kind's chunks fetched and converted in this process (no fetch processes):
-what `ampd dump --processes 0` and the tests' extractions use."""
+"""Chunks of any source of raw evm-rpc blocks (a client, a pool, or a test's own source
+with `fetch_blocks`), fetched the general way and converted in this process: what the
+tests' extractions use. `ampd dump` and the worker use extract/in_process.py, by kind."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ampd.extract.chunk import Chunk
 from ampd.providers.evm_rpc.blocks import RawBlock
 from ampd.providers.evm_rpc.convert import block_headers, convert
 
-__all__ = ["BlockSource", "InProcessSource", "chunk_source"]
+__all__ = ["BlockSource", "InProcessSource"]
 
 
 class BlockSource(Protocol):
@@ -36,12 +37,6 @@ class InProcessSource:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.source.__aexit__(*exc)  # type: ignore[attr-defined]
-
-
-def chunk_source(pool: object) -> object:
-    """`pool` as a ChunkSource: itself if it makes chunks (the fetch processes), else its
-    blocks converted in this process."""
-    return pool if hasattr(pool, "chunk") else InProcessSource(pool)  # type: ignore[arg-type]
 
 
 def _convert(raw: list[RawBlock]) -> Chunk:
