@@ -13,19 +13,33 @@ transactions and logs) as the rows per block of the chunks done so far say, and 
   keeps small chunks: a stop, a split of the range or the last chunk waits on less),
 - an even share of what is left among the chunks in flight (the range ends evenly).
 A chain of heavy blocks (mainnet has hundreds of rows a block) keeps MIN_BLOCKS.
+
+A source may set other bounds (`ChunkLimits`, its `chunk_limits` attribute): a derived
+dataset's source reads committed files, not a node, and its fixed cost per chunk (a query
+plan, a read of each file) asks for chunks of many more rows.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
-__all__ = ["ChunkSizer"]
+__all__ = ["ChunkLimits", "ChunkSizer"]
 
 MIN_BLOCKS = 100
 MAX_BLOCKS = 1000
 TARGET_ROWS = 16_000
 TARGET_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ChunkLimits:
+    """The bounds a sized chunk keeps to (the defaults: a node's)."""
+
+    min_blocks: int = MIN_BLOCKS
+    max_blocks: int = MAX_BLOCKS
+    target_rows: int = TARGET_ROWS
 
 
 class ChunkSizer:
@@ -36,11 +50,13 @@ class ChunkSizer:
         fixed: int | None = None,
         in_flight: int = 1,
         clock=time.monotonic,  # noqa: ANN001
+        limits: ChunkLimits | None = None,
     ) -> None:
         if fixed is not None and fixed < 1:
             raise ValueError(f"chunk size {fixed}: expected at least 1 block")
         self.fixed = fixed
         self.in_flight = max(1, in_flight)
+        self.limits = limits or ChunkLimits()
         self._clock = clock
         self._began: float | None = None
         self._blocks = 0
@@ -61,15 +77,16 @@ class ChunkSizer:
             return max(1, min(self.fixed, remaining))
         size = self._sized()
         share = math.ceil(remaining / self.in_flight)
-        return max(1, min(remaining, max(MIN_BLOCKS, min(size, share))))
+        return max(1, min(remaining, max(self.limits.min_blocks, min(size, share))))
 
     def _sized(self) -> int:
+        limits = self.limits
         if not self._blocks:
-            return MIN_BLOCKS
-        by_rows = TARGET_ROWS * self._blocks // max(self._rows, 1)
-        size = min(MAX_BLOCKS, by_rows)
+            return limits.min_blocks
+        by_rows = limits.target_rows * self._blocks // max(self._rows, 1)
+        size = min(limits.max_blocks, by_rows)
         if self._began is not None:
             elapsed = self._clock() - self._began
             if elapsed > 0:
                 size = min(size, int(self._blocks / elapsed * TARGET_SECONDS))
-        return max(MIN_BLOCKS, size)
+        return max(limits.min_blocks, size)

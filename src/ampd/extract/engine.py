@@ -200,7 +200,8 @@ async def extract_range(
     fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
         maxsize=tuning.chunks_in_flight
     )
-    sizer = ChunkSizer(tuning.chunk_blocks, tuning.chunks_in_flight)
+    limits = getattr(source, "chunk_limits", None)  # a source's own bounds, if it has them
+    sizer = ChunkSizer(tuning.chunk_blocks, tuning.chunks_in_flight, limits=limits)
     sizer.started()
     producer = asyncio.create_task(_produce(chunks, bounds, sizer, fetches, stop))
     try:

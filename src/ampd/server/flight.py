@@ -311,12 +311,12 @@ class _Server(flight.FlightServerBase):
 
     def _wait_for_change(self, version: int) -> CatalogSnapshot | None:
         async def wait() -> CatalogSnapshot | None:
-            try:
-                await asyncio.wait_for(self._catalog.changed.wait(), 1.0)
-            except TimeoutError:
-                return None
-            self._catalog.changed.clear()
+            seen = self._catalog.changes
             snapshot = await self._catalog.snapshot()
+            if snapshot.version == version:  # nothing new loaded yet: wait for a change
+                if not await self._catalog.wait_for_change(seen, 1.0):
+                    return None
+                snapshot = await self._catalog.snapshot()
             return snapshot if snapshot.version != version else None
 
         return asyncio.run_coroutine_threadsafe(wait(), self._loop).result()

@@ -115,9 +115,8 @@ class Catalog:
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._version = 0
-        self.changed = (
-            asyncio.Event()
-        )  # set on every change notification (streaming queries wait on it)
+        self.changes = 0  # change notifications so far (what wait_for_change waits past)
+        self._waiters: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="catalog-listen")
@@ -130,7 +129,27 @@ class Catalog:
 
     def mark_stale(self) -> None:
         self._stale = True
-        self.changed.set()
+        self.changes += 1
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait_for_change(self, seen: int, timeout: float) -> bool:
+        """Wait until a change notification arrives after the `seen`-th (`self.changes` when
+        the caller last looked), at most `timeout` seconds; True if one did. Any number of
+        callers may wait at once (streaming queries, derived segments)."""
+        if self.changes != seen:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(waiter)
 
     async def snapshot(self) -> CatalogSnapshot:
         async with self._lock:

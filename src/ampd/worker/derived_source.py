@@ -5,8 +5,11 @@ committed files instead of a node (the extraction engine runs derived segments a
 raw ones, through the same writers and fence):
 - `chunk(numbers)` waits until every dependency has committed those blocks, then evaluates
   the tables over them (sql/derived_range.py) on a thread;
-- `head()` is the last block all dependencies have committed without a gap: a continuous
-  derived job follows its dependencies as they commit;
+- `head()` is the last block all dependencies have committed without a gap, and
+  `head_moved(timeout)` returns as soon as the catalog hears of a commit: a continuous
+  derived job follows its dependencies as they commit, within a round trip of the
+  database's NOTIFY (with the worker's shared, listening catalog; without it, every
+  `poll_secs`);
 - `header(number)` answers a block's hash from the dependency's blocks, which is what the
   segment run checks its committed hashes against after a reorg: a dependency's reorg
   retires and recomputes the derived ranges it reaches.
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 
 from ampd.datasets.derived import DerivedManifest
 from ampd.extract.chunk import BlockHeader, Chunk
+from ampd.extract.chunk_size import ChunkLimits
 from ampd.logs import get_logger
 from ampd.metadb.db import MetadataDb
 from ampd.sql.catalog import Catalog, CatalogSnapshot, RevisionTables
@@ -27,16 +31,30 @@ from ampd.sql.references import parse_reference
 
 log = get_logger("worker")
 
-__all__ = ["DerivedSource"]
+__all__ = ["DERIVED_CHUNKS", "DerivedSource"]
+
+# A derived chunk costs a query plan and a read of each file it overlaps, whatever its size:
+# chunks of up to 250,000 rows (the rows of the output, close to the input's for a decode).
+DERIVED_CHUNKS = ChunkLimits(min_blocks=1000, max_blocks=100_000, target_rows=250_000)
 
 
 class DerivedSource:
+    chunk_limits = DERIVED_CHUNKS
+
     def __init__(
-        self, db: MetadataDb, data_dir: str, manifest: DerivedManifest, poll_secs: float
+        self,
+        db: MetadataDb,
+        data_dir: str,
+        manifest: DerivedManifest,
+        poll_secs: float,
+        catalog: Catalog | None = None,
     ) -> None:
+        """`catalog`: a started (listening) catalog to share; without one the source reads
+        the database afresh every time it looks."""
         self.manifest = manifest
         self.poll_secs = poll_secs
-        self.catalog = Catalog(db, data_dir)
+        self.listening = catalog is not None
+        self.catalog = catalog if catalog is not None else Catalog(db, data_dir)
 
     async def __aenter__(self) -> DerivedSource:
         return self
@@ -45,7 +63,8 @@ class DerivedSource:
         return None
 
     async def _dependencies(self) -> tuple[CatalogSnapshot, dict[str, RevisionTables]]:
-        self.catalog.mark_stale()  # this worker does not LISTEN: look again every time
+        if not self.listening:
+            self.catalog.mark_stale()  # nobody hears of commits: look again every time
         snapshot = await self.catalog.snapshot()
         deps = {}
         for alias, reference in self.manifest.dependencies.items():
@@ -70,12 +89,24 @@ class DerivedSource:
     async def chunk(self, numbers: Sequence[int]) -> Chunk:
         first, last = numbers[0], numbers[-1]
         while True:
+            seen = self.catalog.changes
             snapshot, deps = await self._dependencies()
             if self._through(deps, self.manifest.start_block) >= last:
                 return await asyncio.to_thread(
                     evaluate_range, self.manifest, deps, snapshot, first, last
                 )
-            await asyncio.sleep(self.poll_secs)  # the dependencies have not committed it yet
+            await self._wait(seen)  # the dependencies have not committed it yet
+
+    async def head_moved(self, timeout: float) -> None:
+        """Return once a commit may have moved the head (at most `timeout` seconds)."""
+        await self._wait(self.catalog.changes, timeout)
+
+    async def _wait(self, seen: int, timeout: float | None = None) -> None:
+        timeout = self.poll_secs if timeout is None else timeout
+        if self.listening:
+            await self.catalog.wait_for_change(seen, timeout)
+        else:
+            await asyncio.sleep(timeout)
 
     async def network(self) -> str:
         """The network of the dependencies (the first one's), for the files' block ranges."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +44,7 @@ from ampd.metadb.segments import (
     SegmentIncomplete,
     committed_tail,
 )
+from ampd.sql.catalog import Catalog
 from ampd.sql.derived_range import BlockNumUnknown
 from ampd.storage.paths import parse_file_name
 from ampd.storage.store import ObjectStore
@@ -95,8 +96,10 @@ class SegmentRun:
         segment: SegmentInfo,
         hand_off: Callable[[SegmentFence, list[str]], None] | None = None,
         fetchers: FetchProcesses | None = None,
+        catalog: Callable[[], Awaitable[Catalog]] | None = None,
     ) -> None:
         self.db = db
+        self._catalog = catalog  # the worker's shared, listening catalog (derived segments)
         self.fetchers = fetchers  # the worker's fetch processes; None: fetch in this process
         self._hand_off = hand_off  # keys it could not settle, for the worker to retry
         self.config = config
@@ -143,8 +146,9 @@ class SegmentRun:
             manifest_row = await self.db.fetch_one("get_manifest", {"hash": seg.manifest_hash})
             manifest = load_manifest(manifest_row["manifest"])
             if manifest.kind == DERIVED_KIND:
+                catalog = await self._catalog() if self._catalog is not None else None
                 pool: Any = DerivedSource(
-                    self.db, self.config.data_dir, manifest, self.config.poll_interval_secs
+                    self.db, self.config.data_dir, manifest, self.config.poll_interval_secs, catalog
                 )
                 network = await pool.network()
             else:
@@ -347,10 +351,19 @@ class SegmentRun:
                     next_block = await self._rewind(pool, fence, reorg.block)
                 expected_parent = await self._last_hash(next_block - 1)
                 continue
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), self.config.poll_interval_secs)
-            except TimeoutError:
-                pass
+            await self._until_head_moves(pool)
+
+    async def _until_head_moves(self, pool: Any) -> None:
+        """Wait a poll interval, less when the source can tell the head moved, or a stop."""
+        poll = self.config.poll_interval_secs
+        moved = getattr(pool, "head_moved", None)  # a source that hears of new blocks
+        waits = [asyncio.ensure_future(self.stop_event.wait())]
+        waits.append(asyncio.ensure_future(moved(poll) if moved else asyncio.sleep(poll)))
+        try:
+            await asyncio.wait(waits, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
 
     async def _last_hash(self, block: int) -> bytes | None:
         """Hash of `block` as committed (the last block of a committed file), if it is."""

@@ -30,6 +30,7 @@ from ampd.metadb.db import MetadataDb
 from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
 from ampd.metadb.segments import SegmentFence
 from ampd.metadb.workers import heartbeat, register, try_lock_node_id
+from ampd.sql.catalog import Catalog
 from ampd.storage.store import open_store
 from ampd.worker.segment_run import SegmentInfo, SegmentRun, StopMode
 
@@ -90,6 +91,7 @@ class Worker:
         self.store = open_store(config.data_dir)
         self.fetchers = fetchers if fetchers is not None else fetch_processes(config)
         self.runs: dict[int, SegmentRun] = {}
+        self._catalog: Catalog | None = None  # for derived segments, started on first use
         self._lock_conn: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_now = asyncio.Event()
@@ -318,12 +320,27 @@ class Worker:
             name=row["name"],
         )
         run = SegmentRun(
-            self.db, self.config, self.store, self.node_id, info, self._hand_off, self.fetchers
+            self.db,
+            self.config,
+            self.store,
+            self.node_id,
+            info,
+            self._hand_off,
+            self.fetchers,
+            self.derived_catalog,
         )
         if stop_mode is not None:
             run.request_stop(stop_mode)
         self.runs[info.id] = run
         run.task = asyncio.create_task(self._supervise(run), name=f"segment-{info.id}")
+
+    async def derived_catalog(self) -> Catalog:
+        """The catalog this worker's derived segments read their dependencies from: one for
+        all of them, told of every commit by the database (LISTEN), started on first use."""
+        if self._catalog is None:
+            self._catalog = Catalog(self.db, self.config.data_dir)
+            await self._catalog.start()
+        return self._catalog
 
     async def _supervise(self, run: SegmentRun) -> None:
         try:
@@ -379,6 +396,8 @@ class Worker:
                 )
         if self.fetchers is not None:
             await self.fetchers.aclose()
+        if self._catalog is not None:
+            await self._catalog.stop()
         await self.db.close(timeout=grace)
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
