@@ -130,3 +130,46 @@ def test_a_reorg_in_the_dependency_is_recomputed_in_the_derived_dataset(env: dic
     with cluster.api() as api:
         for job_id in (job, raw_job):
             api.put(f"/jobs/{job_id}/stop")
+
+
+def test_a_derived_dataset_starts_where_its_dependency_does(env: dict):
+    cluster, anvil = env["cluster"], env["anvil"]
+    head = anvil.block_number()
+    register(cluster, "late", {"kind": "evm-rpc", "network": "anvil", "start_block": 7})
+    raw_job = cluster.deploy({"end_block": str(head)}, ref="test/late/versions/1.0.0")
+    assert cluster.wait_job(raw_job)["status"] == "COMPLETED"
+    hash_ = register(cluster, "late_evens", even_logs_manifest("test/late@1.0.0"))
+    job = cluster.deploy({"end_block": "latest"}, ref="test/late_evens/versions/1.0.0")
+    done = cluster.wait_job(job, timeout=60)
+    assert done["status"] == "COMPLETED", done
+    assert [s["start_block"] for s in cluster.segments(job)][:1] == [7]
+    assert rows_of(cluster, hash_) == node_even_logs(anvil, 7, head)
+
+
+def test_a_frozen_worker_cannot_commit_derived_rows_after_failover(env: dict):
+    """SIGSTOP the worker of a continuous derived job until its segments go to another
+    worker; thawed, its commits are refused by the fence, and the output stays exact."""
+    cluster, anvil = env["cluster"], env["anvil"]
+    raw_job, job, hash_ = following(cluster, anvil, "frozen")
+    live = [p for n, p in cluster.procs.items() if n.startswith("w") and p.popen.poll() is None]
+    (frozen,) = live  # the one worker: the raw and the derived segments are both its
+    frozen.signal(signal.SIGSTOP)
+    try:
+        cluster.start_worker("w3", env={"AMP_EXTRACT_CHUNK_BLOCKS": "4"})
+        head = fill_chain(anvil, 6, txs_per_block=2)
+        cluster.wait_until(
+            lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+            timeout=90,
+            what="the derived job caught up on the other worker",
+        )
+    finally:
+        frozen.signal(signal.SIGCONT)
+    head = fill_chain(anvil, 4, txs_per_block=2)
+    cluster.wait_until(
+        lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+        timeout=90,
+        what="the derived job after the thaw",
+    )
+    with cluster.api() as api:
+        for job_id in (job, raw_job):
+            api.put(f"/jobs/{job_id}/stop")

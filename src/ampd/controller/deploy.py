@@ -150,7 +150,7 @@ class Deployer:
                     f"no live worker matches worker_id {request.worker_id!r} (live: {live})",
                 )
         manifest = revision.manifest
-        start = manifest.start_block
+        start = await self._start(revision)
         head = None
         if (
             request.end_block is None
@@ -186,6 +186,15 @@ class Deployer:
                 raise
             return self._same_or_conflict(existing, descriptor)
 
+    async def _start(self, revision: Revision) -> int:
+        """The first block of the revision: its start_block; a derived one's dependencies'."""
+        if revision.manifest.kind != DERIVED_KIND:
+            return revision.manifest.start_block
+        from ampd.controller.derived import dependencies_start
+        from ampd.datasets.registry import DatasetRegistry
+
+        return await dependencies_start(DatasetRegistry(self.db), revision.manifest)
+
     async def _head(self, revision: Revision) -> int | None:
         """The chain head for a raw dataset; for a derived one, the last block all its
         dependencies have committed."""
@@ -194,7 +203,7 @@ class Deployer:
         from ampd.controller.derived import dependencies_committed_through
         from ampd.datasets.registry import DatasetRegistry
 
-        start = revision.manifest.start_block
+        start = await self._start(revision)
         through = await dependencies_committed_through(
             self.db, DatasetRegistry(self.db), revision.manifest, start
         )

@@ -81,6 +81,29 @@ async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) ->
         raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"{exc.code}: {exc}") from None
 
 
+async def dependencies_start(
+    registry: DatasetRegistry, manifest: DerivedManifest, depth: int = 0
+) -> int:
+    """The first block a derived dataset has: the latest start of its dependencies (a raw
+    one's `start_block`, a derived one's own dependencies'); 0 when one is not registered."""
+    start = 0
+    for reference in manifest.dependencies.values():
+        parsed = parse_reference(reference)
+        if parsed is None or parsed.revision is None:
+            continue
+        try:
+            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
+        except RegistryError:
+            continue
+        dependency = revision.manifest
+        if isinstance(dependency, DerivedManifest):
+            if depth < 16:  # registration refuses cycles; this bounds a corrupt registry
+                start = max(start, await dependencies_start(registry, dependency, depth + 1))
+        else:
+            start = max(start, dependency.start_block)
+    return start
+
+
 async def dependencies_committed_through(
     db: MetadataDb, registry: DatasetRegistry, manifest: DerivedManifest, start: int = 0
 ) -> int | None:

@@ -10,14 +10,21 @@ table) for the files' metadata and the hash chain.
 Every output row carries the `_block_num` of the input row it comes from: a query that
 does not select `_block_num` gets it selected first (`with_block_num`), which needs a query
 that reads one table and joins none; others must select it themselves.
+
+Only the dependency tables the SQL names are opened (and `blocks`, for the headers); one
+that several tables read is read from its files once per range (kept in memory for the
+others). Results already in block order and already in their declared types are kept as
+they are.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from datafusion import SessionConfig, SessionContext, col, lit
 from datafusion.catalog import Catalog, Schema
 
@@ -97,17 +104,25 @@ def evaluate_range(
     """Every table of `manifest` over blocks `first..last` of `dependencies` (alias -> the
     revision it names in `snapshot`). Raises DerivedSchemaError for a table whose rows
     cannot carry their block numbers, or for a range without the dependency's blocks."""
-    ctx = SessionContext(SessionConfig().with_default_catalog_and_schema("datafusion", "public"))
+    # One partition: the rows come in file order, so in block order (no sort); the chunks a
+    # worker has in flight run on threads of their own and use the cores.
+    config = SessionConfig().with_default_catalog_and_schema("datafusion", "public")
+    ctx = SessionContext(config.with_target_partitions(1))
     catalog = Catalog.memory_catalog()
+    reads = _reads(manifest, dependencies)
     for alias, revision in dependencies.items():
         schema = Schema.memory_schema()
         for name, files in revision.tables.items():
+            if not reads[(alias, name)] and name != "blocks":
+                continue  # no table reads it
             inside = tuple(f for f in files if f.start_block <= last and f.end_block >= first)
             whole = files_table(ctx, name, inside, snapshot, revision.schema(name))
             ctx.register_table(f"__{alias}__{name}", whole)
             frame = ctx.table(f"__{alias}__{name}").filter(
                 (col(BLOCK_NUM) >= lit(first)) & (col(BLOCK_NUM) <= lit(last))
             )
+            if reads[(alias, name)] > 1:
+                frame = frame.cache()  # read from the files once, not by each table
             schema.register_table(name, frame.into_view())
         catalog.register_schema(alias, schema)
     own = Schema.memory_schema()
@@ -123,8 +138,7 @@ def evaluate_range(
     batches: dict[str, pa.RecordBatch] = {}
     for name in manifest.table_order:
         table = manifest.tables[name]
-        # In block order, as the files record their ranges (Arrow's sort is stable).
-        result = _run(ctx, name, table.sql, known).cast(table.schema).sort_by(BLOCK_NUM)
+        result = _in_block_order(_as_declared(_run(ctx, name, table.sql, known), table.schema))
         batches[name] = (
             result.combine_chunks().to_batches()[0]
             if result.num_rows
@@ -132,6 +146,34 @@ def evaluate_range(
         )
         own.register_table(name, ctx.from_arrow(result).into_view())
     return Chunk(batches, _headers(ctx, dependencies, first, last))
+
+
+def _reads(manifest: DerivedManifest, dependencies: Mapping[str, RevisionTables]) -> Counter:
+    """(alias, table) -> how many of the manifest's tables read it."""
+    known = {(a, t) for a, r in dependencies.items() for t in r.tables}
+    return Counter(
+        pair
+        for table in manifest.tables.values()
+        for pair in set(table_references(table.sql))
+        if pair in known
+    )
+
+
+def _as_declared(result: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`result` in the declared schema: relabelled when only names or nullability differ
+    (planning checked them at registration), cast otherwise."""
+    if result.schema.types == schema.types:
+        return pa.Table.from_arrays(result.columns, schema=schema)
+    return result.cast(schema)
+
+
+def _in_block_order(result: pa.Table) -> pa.Table:
+    """`result` sorted by block, as the files record their ranges (a stable sort, and none
+    when the scan already gave the rows in order)."""
+    blocks = result.column(BLOCK_NUM)
+    if len(blocks) < 2 or pc.all(pc.greater_equal(blocks[1:], blocks[:-1])).as_py():
+        return result
+    return result.sort_by(BLOCK_NUM)
 
 
 def _run(ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]]) -> pa.Table:
@@ -155,20 +197,33 @@ def _headers(
             rows = ctx.sql(
                 f'SELECT block_num, hash, parent_hash, timestamp FROM "{alias}".blocks '
                 "ORDER BY block_num"
-            ).to_pydict()
-            if rows["block_num"] != list(range(first, last + 1)):
+            ).to_arrow_table()
+            numbers = rows.column("block_num").to_pylist()
+            if numbers != list(range(first, last + 1)):
                 raise DerivedSchemaError(
                     "RANGE_NOT_COMMITTED",
                     f"blocks {first}..{last} of {alias!r} are not all committed",
                 )
-            return [
-                BlockHeader(n, "0x" + h.hex(), "0x" + p.hex(), int(t.timestamp()))
-                for n, h, p, t in zip(
-                    rows["block_num"],
-                    rows["hash"],
-                    rows["parent_hash"],
-                    rows["timestamp"],
-                    strict=True,
+            seconds = pc.divide(rows.column("timestamp").cast(pa.int64()), 1_000_000_000)
+            return list(
+                map(
+                    BlockHeader,
+                    numbers,
+                    _hexes(rows.column("hash")),
+                    _hexes(rows.column("parent_hash")),
+                    seconds.to_pylist(),
                 )
-            ]
+            )
     raise DerivedSchemaError("NO_BLOCKS", "no dependency has a blocks table to take headers from")
+
+
+def _hexes(column: pa.ChunkedArray) -> list[str]:
+    """A fixed-size binary column as 0x hex strings, hexed in one go."""
+    out: list[str] = []
+    for chunk in column.chunks:
+        width = chunk.type.byte_width
+        data = chunk.buffers()[1]
+        text = bytes(data[chunk.offset * width : (chunk.offset + len(chunk)) * width]).hex()
+        step = 2 * width
+        out += ["0x" + text[i : i + step] for i in range(0, len(text), step)]
+    return out

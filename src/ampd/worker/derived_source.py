@@ -48,10 +48,13 @@ class DerivedSource:
         manifest: DerivedManifest,
         poll_secs: float,
         catalog: Catalog | None = None,
+        start_block: int = 0,
     ) -> None:
-        """`catalog`: a started (listening) catalog to share; without one the source reads
+        """`start_block`: the segment's first block (the head counts from there);
+        `catalog`: a started (listening) catalog to share; without one the source reads
         the database afresh every time it looks."""
         self.manifest = manifest
+        self.start_block = start_block
         self.poll_secs = poll_secs
         self.listening = catalog is not None
         self.catalog = catalog if catalog is not None else Catalog(db, data_dir)
@@ -91,7 +94,7 @@ class DerivedSource:
         while True:
             seen = self.catalog.changes
             snapshot, deps = await self._dependencies()
-            if self._through(deps, self.manifest.start_block) >= last:
+            if self._through(deps, first) >= last:
                 return await asyncio.to_thread(
                     evaluate_range, self.manifest, deps, snapshot, first, last
                 )
@@ -115,7 +118,7 @@ class DerivedSource:
 
     async def head(self, finalized: bool = False) -> int:
         _, deps = await self._dependencies()
-        return self._through(deps, self.manifest.start_block)
+        return self._through(deps, self.start_block)
 
     async def header(self, number: int) -> BlockHeader | None:
         snapshot, deps = await self._dependencies()

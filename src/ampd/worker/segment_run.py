@@ -148,7 +148,12 @@ class SegmentRun:
             if manifest.kind == DERIVED_KIND:
                 catalog = await self._catalog() if self._catalog is not None else None
                 pool: Any = DerivedSource(
-                    self.db, self.config.data_dir, manifest, self.config.poll_interval_secs, catalog
+                    self.db,
+                    self.config.data_dir,
+                    manifest,
+                    self.config.poll_interval_secs,
+                    catalog,
+                    start_block=seg.start_block,
                 )
                 network = await pool.network()
             else:
