@@ -79,12 +79,24 @@ def test_generate_is_json_serialisable_and_stable():
 
 
 def test_generate_rejects_unknown_kind_and_bad_network():
-    with pytest.raises(InvalidManifest, match="firehose"):
-        generate_manifest("firehose", "mainnet")
+    with pytest.raises(InvalidManifest, match="solana"):
+        generate_manifest("solana", "mainnet")
     with pytest.raises(ManifestValidationError, match="network"):
         generate_manifest(network="")
     with pytest.raises(ManifestValidationError, match="start_block"):
         generate_manifest(network="anvil", start_block=-5)
+
+
+def test_generate_firehose_has_the_four_tables_of_its_kind():
+    from ampd.providers.firehose.tables import SCHEMAS
+
+    generated = generate_manifest("firehose", "mainnet", start_block=15_000_000)
+    assert list(generated["tables"]) == ["blocks", "calls", "logs", "transactions"]
+    parsed = parse_manifest(generated)
+    assert parsed.kind == "firehose" and parsed.schemas == dict(SCHEMAS)
+    calls = [f["name"] for f in generated["tables"]["calls"]["schema"]["arrow"]["fields"]]
+    assert calls[:2] == ["_block_num", "block_hash"] and "parent_index" in calls
+    assert manifest_hash(generated) != manifest_hash(generate_manifest("evm-rpc", "mainnet"))
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -143,7 +155,7 @@ def test_unknown_fields_are_ignored():
         ('"evm-rpc"', "JSON object"),
         (b"\xff\xfe", "not valid JSON"),
         ({"network": "anvil"}, "no 'kind'"),
-        ({"kind": "firehose", "network": "anvil"}, 'unknown manifest kind "firehose"'),
+        ({"kind": "solana", "network": "anvil"}, 'unknown manifest kind "solana"'),
         ({"kind": 5, "network": "anvil"}, "unknown manifest kind 5"),
     ],
 )

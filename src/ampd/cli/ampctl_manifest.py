@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from ampd.cli.ampctl_args import AliasedGroup
-
-_KINDS = ("evm-rpc",)
+from ampd.providers.kinds import RAW_KINDS as _KINDS
 
 
 @click.group(cls=AliasedGroup)

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from ampd.extract.chunk import BlockHeader
-from ampd.providers.config import EVM_RPC_KIND, ProviderConfig
+from ampd.providers.config import EVM_RPC_KIND, FIREHOSE_KIND, ProviderConfig
 
 __all__ = ["RAW_KINDS", "SourceKind", "source_kind"]
 
@@ -42,6 +42,7 @@ class SourceKind:
 
 _MODULES = {
     EVM_RPC_KIND: "ampd.providers.evm_rpc.kind",
+    FIREHOSE_KIND: "ampd.providers.firehose.kind",
 }
 RAW_KINDS = tuple(_MODULES)  # the raw dataset kinds, in the order errors name them
 

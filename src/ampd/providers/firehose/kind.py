@@ -1,0 +1,170 @@
+"""The firehose kind: StreamingFast Firehose endpoints, the blocks, transactions, calls and
+logs tables (providers/kinds.py).
+
+A chunk of blocks is one stream, `Stream/Blocks` from its first block to its last
+(`stop_block_num`): the blocks are kept by number as they come, a STEP_UNDO drops the block
+it names (the server then sends the new branch's blocks), and the chunk is complete when
+every number is there and each block's parent hash is the hash of the block before it. A
+stream that breaks is resumed from its cursor by the client (client.py). The head is the
+block a stream from -1 starts at; a block's header (for a reorg walk-back) comes from
+`Fetch/Block`.
+
+Several providers for one network are used in turn, chunk by chunk; a provider that fails
+a chunk (out of retries, refusing it) hands it to the next one, and the chunk fails when
+every provider failed it. A bad token fails at once with the provider's name.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from contextlib import aclosing
+
+import grpc
+
+from ampd.extract.chunk import BlockHeader, SourceError
+from ampd.logs import get_logger
+from ampd.providers.config import FIREHOSE_KIND, ProviderConfig
+from ampd.providers.firehose.client import FirehoseClient
+from ampd.providers.firehose.convert import block_headers, convert
+from ampd.providers.firehose.errors import FirehoseAuthError, FirehoseError
+from ampd.providers.firehose.proto import ethereum_pb2, firehose_pb2
+from ampd.providers.firehose.tables import SCHEMAS
+from ampd.providers.kinds import SourceKind
+
+__all__ = ["KIND", "FirehosePool", "FirehoseSourceError"]
+
+log = get_logger("providers.firehose")
+
+
+class FirehoseSourceError(SourceError):
+    """Every provider failed to give a chunk, or one refused the credentials."""
+
+
+class FirehosePool:
+    """The providers of one network, each a FirehoseClient, used in turn."""
+
+    def __init__(self, providers: Sequence[ProviderConfig], max_attempts: int | None) -> None:
+        if not providers:
+            raise ValueError("a firehose pool needs at least one provider")
+        self.clients: list[tuple[str, FirehoseClient]] = []
+        for provider in providers:
+            resolved = provider.resolved()
+            client = FirehoseClient(
+                resolved.url,
+                resolved.token,
+                display_url=provider.display_url,
+                max_attempts=max_attempts,
+            )
+            self.clients.append((provider.name, client))
+        self._turn = itertools.cycle(range(len(self.clients)))
+
+    async def __aenter__(self) -> FirehosePool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for _, client in self.clients:
+            await client.close()
+
+    def _order(self) -> list[tuple[str, FirehoseClient]]:
+        first = next(self._turn)
+        return self.clients[first:] + self.clients[:first]
+
+    async def blocks(self, numbers: Sequence[int]) -> list[ethereum_pb2.Block]:
+        """The blocks `numbers` (consecutive), from the first provider that gives them."""
+        failures = []
+        for name, client in self._order():
+            try:
+                return await _stream_range(client, numbers[0], numbers[-1])
+            except FirehoseAuthError as exc:
+                raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
+            except FirehoseError as exc:
+                log.warning("provider '%s': blocks %d..%d: %s", name, numbers[0], numbers[-1], exc)
+                failures.append(f"provider '{name}': {exc}")
+        raise FirehoseSourceError("; ".join(failures))
+
+    async def head(self, finalized: bool) -> int:
+        failures = []
+        for name, client in self._order():
+            try:
+                return await client.head(final=finalized)
+            except FirehoseAuthError as exc:
+                raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
+            except FirehoseError as exc:
+                failures.append(f"provider '{name}': {exc}")
+        raise FirehoseSourceError("; ".join(failures))
+
+    async def header(self, number: int) -> BlockHeader | None:
+        failures = []
+        for name, client in self._order():
+            try:
+                block = await client.fetch_block(number)
+            except FirehoseAuthError as exc:
+                raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
+            except FirehoseError as exc:
+                if exc.code is grpc.StatusCode.NOT_FOUND:
+                    return None
+                failures.append(f"provider '{name}': {exc}")
+                continue
+            return block_headers([block])[0]
+        raise FirehoseSourceError("; ".join(failures))
+
+
+async def _stream_range(client: FirehoseClient, first: int, last: int) -> list[ethereum_pb2.Block]:
+    """Blocks `first..last` of one stream, with the undone ones replaced by the new branch."""
+    kept: dict[int, ethereum_pb2.Block] = {}
+    items = client.stream(first, last)
+    async with aclosing(items):
+        async for item in items:
+            number = item.block.number
+            if item.step == firehose_pb2.STEP_UNDO:
+                kept.pop(number, None)
+                continue
+            if first <= number <= last:
+                kept[number] = item.block
+            if number == last and len(kept) == last - first + 1:
+                break
+    blocks = [kept.get(n) for n in range(first, last + 1)]
+    missing = [n for n, b in zip(range(first, last + 1), blocks, strict=True) if b is None]
+    if missing:
+        raise FirehoseError(client.url, f"the stream ended without blocks {missing[:5]}")
+    for before, block in itertools.pairwise(blocks):
+        if block.header.parent_hash != before.header.hash:  # a reorg mid-stream, not undone
+            raise FirehoseError(
+                client.url, f"block {block.number} does not follow block {before.number}"
+            )
+    return blocks  # type: ignore[return-value]
+
+
+def _open(providers: Sequence[ProviderConfig], max_attempts: int | None) -> FirehosePool:
+    return FirehosePool(providers, max_attempts)
+
+
+async def _fetch(pool: FirehosePool, numbers: Sequence[int]) -> list[ethereum_pb2.Block]:
+    return await pool.blocks(numbers)
+
+
+def _convert(blocks: list[ethereum_pb2.Block]):  # noqa: ANN202
+    return convert(blocks), block_headers(blocks)
+
+
+async def _head(pool: FirehosePool, finalized: bool) -> int:
+    return await pool.head(finalized)
+
+
+async def _header(pool: FirehosePool, number: int) -> BlockHeader | None:
+    return await pool.header(number)
+
+
+KIND = SourceKind(
+    name=FIREHOSE_KIND,
+    tables=SCHEMAS,
+    open_pool=_open,
+    fetch=_fetch,
+    convert=_convert,
+    head=_head,
+    header=_header,
+)
