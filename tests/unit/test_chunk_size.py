@@ -2,7 +2,7 @@
 
 import pytest
 
-from ampd.extract.chunk_size import MAX_BLOCKS, MIN_BLOCKS, TARGET_ROWS, ChunkSizer
+from ampd.extract.chunk_size import MAX_BLOCKS, MIN_BLOCKS, TARGET_ROWS, ChunkLimits, ChunkSizer
 
 
 class Clock:
@@ -77,3 +77,26 @@ def test_the_end_of_the_range_is_shared_among_the_chunks_in_flight():
     assert s.next(2_000) == 500  # four chunks of 500 finish together
     assert s.next(250) == MIN_BLOCKS  # but never below the smallest size
     assert s.next(30) == 30  # save for the last blocks
+
+
+def test_a_sources_own_limits_replace_the_nodes():
+    limits = ChunkLimits(min_blocks=2000, max_blocks=100_000, target_rows=250_000,
+                         target_seconds=None)  # fmt: skip
+    clock = Clock()
+    s = ChunkSizer(None, 1, clock=clock, limits=limits)
+    s.started()
+    assert s.next(1_000_000) == 2000  # nothing seen yet: the smallest
+    s.record(2000, 24_000)  # 12 rows a block
+    clock.now = 10.0  # a slow start does not hold the size down without a pace bound
+    assert s.next(1_000_000) == 250_000 * 2000 // 24_000
+
+
+def test_a_derived_source_ends_chunks_at_its_dependencies_file_ends():
+    from ampd.worker.derived_source import DerivedSource
+
+    source = DerivedSource.__new__(DerivedSource)
+    source._ends = [1563, 4048, 11557, 20001]
+    assert source.chunk_end(2, 2001) == 1563  # the last file end inside the chunk
+    assert source.chunk_end(1564, 3563) == 3563  # none inside: as proposed
+    assert source.chunk_end(4049, 20001) == 20001
+    assert source.chunk_end(4049, 15000) == 11557

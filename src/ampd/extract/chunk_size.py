@@ -40,6 +40,8 @@ class ChunkLimits:
     min_blocks: int = MIN_BLOCKS
     max_blocks: int = MAX_BLOCKS
     target_rows: int = TARGET_ROWS
+    target_seconds: float | None = TARGET_SECONDS  # None: no bound by the pace
+    in_flight: int | None = None  # at most this many chunks at once (None: as tuned)
 
 
 class ChunkSizer:
@@ -85,8 +87,8 @@ class ChunkSizer:
             return limits.min_blocks
         by_rows = limits.target_rows * self._blocks // max(self._rows, 1)
         size = min(limits.max_blocks, by_rows)
-        if self._began is not None:
+        if self._began is not None and limits.target_seconds is not None:
             elapsed = self._clock() - self._began
             if elapsed > 0:
-                size = min(size, int(self._blocks / elapsed * TARGET_SECONDS))
+                size = min(size, int(self._blocks / elapsed * limits.target_seconds))
         return max(limits.min_blocks, size)

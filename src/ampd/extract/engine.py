@@ -197,11 +197,12 @@ async def extract_range(
     done_blocks = 0
     rows = dict.fromkeys(target.schemas, 0)
     group = _Group()
-    fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(
-        maxsize=tuning.chunks_in_flight
-    )
     limits = getattr(source, "chunk_limits", None)  # a source's own bounds, if it has them
-    sizer = ChunkSizer(tuning.chunk_blocks, tuning.chunks_in_flight, limits=limits)
+    in_flight = tuning.chunks_in_flight
+    if limits is not None and limits.in_flight is not None:
+        in_flight = min(in_flight, limits.in_flight)
+    fetches: asyncio.Queue[asyncio.Task[Chunk] | None] = asyncio.Queue(maxsize=in_flight)
+    sizer = ChunkSizer(tuning.chunk_blocks, in_flight, limits=limits)
     sizer.started()
     producer = asyncio.create_task(_produce(chunks, bounds, sizer, fetches, stop))
     try:
@@ -278,8 +279,11 @@ async def _produce(
     bounded queue limits how many are in flight."""
     assert bounds.first_unrequested is not None
     cursor = bounds.first_unrequested
+    align = getattr(source, "chunk_end", None)  # a source that prefers its own chunk ends
     while cursor <= bounds.end and not (stop is not None and stop.is_set()):
         last = cursor + sizer.next(bounds.end - cursor + 1) - 1
+        if align is not None:
+            last = max(cursor, min(align(cursor, last), bounds.end))
         numbers = list(range(cursor, last + 1))
         task = asyncio.create_task(source.chunk(numbers))
         bounds.first_unrequested = last + 1  # at once: a split must never give these away

@@ -20,12 +20,13 @@ they are.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from datafusion import SessionConfig, SessionContext, col, lit
+from datafusion import DataFrame, SessionConfig, SessionContext, col, lit
 from datafusion.catalog import Catalog, Schema
 
 from ampd.datasets.derived import DerivedManifest
@@ -134,11 +135,13 @@ def evaluate_range(
         ctx.register_udf(js_udf(fn))
 
     known = {(a, t) for a, r in dependencies.items() for t in r.tables}
+    key = (manifest.hash, tuple(sorted((a, r.manifest_hash) for a, r in dependencies.items())))
     known |= {("self", t) for t in manifest.tables}
     batches: dict[str, pa.RecordBatch] = {}
     for name in manifest.table_order:
         table = manifest.tables[name]
-        result = _in_block_order(_as_declared(_run(ctx, name, table.sql, known), table.schema))
+        rows = _run(ctx, name, table.sql, known, key)
+        result = _in_block_order(_as_declared(rows, table.schema))
         batches[name] = (
             result.combine_chunks().to_batches()[0]
             if result.num_rows
@@ -170,14 +173,37 @@ def _as_declared(result: pa.Table, schema: pa.Schema) -> pa.Table:
 def _in_block_order(result: pa.Table) -> pa.Table:
     """`result` sorted by block, as the files record their ranges (a stable sort, and none
     when the scan already gave the rows in order)."""
-    blocks = result.column(BLOCK_NUM)
-    if len(blocks) < 2 or pc.all(pc.greater_equal(blocks[1:], blocks[:-1])).as_py():
-        return result
-    return result.sort_by(BLOCK_NUM)
+    return result if _sorted(result.column(BLOCK_NUM)) else result.sort_by(BLOCK_NUM)
 
 
-def _run(ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]]) -> pa.Table:
-    frame = restore_names(ctx.sql(prepare(ctx, sql)))
+def _sorted(column: pa.ChunkedArray) -> bool:
+    return len(column) < 2 or pc.all(pc.greater_equal(column[1:], column[:-1])).as_py()
+
+
+def _run(
+    ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]], key: tuple
+) -> pa.Table:
+    """The table's rows; `key` names the dependency revisions (what the planning of its
+    SQL depends on, beside the SQL): planned once per key, then reused."""
+    cached = _PLANS.get((sql, key))
+    if cached is None:
+        with _PLANNING:  # the chunks in flight at the start wait for one planning
+            cached = _PLANS.get((sql, key))
+            if cached is None:
+                return _plan(ctx, name, sql, known, key).to_arrow_table()
+    text, udfs = cached
+    for udf in udfs:
+        ctx.register_udf(udf)
+    return restore_names(ctx.sql(text)).to_arrow_table()
+
+
+def _plan(
+    ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]], key: tuple
+) -> DataFrame:
+    """Plan the table's SQL in `ctx` (and remember how, in _PLANS)."""
+    recording = _Recording(ctx)
+    text = prepare(recording, sql)  # type: ignore[arg-type]
+    frame = restore_names(ctx.sql(text))
     if BLOCK_NUM not in frame.schema().names:
         reads = [pair for pair in table_references(sql) if pair in known]
         if has_joins(frame) or len(reads) != 1:
@@ -185,8 +211,34 @@ def _run(ctx: SessionContext, name: str, sql: str, known: set[tuple[str, str]]) 
                 f"table {name!r} reads several tables without selecting {BLOCK_NUM}: select "
                 f"the {BLOCK_NUM} its rows belong to",
             )
-        frame = restore_names(ctx.sql(prepare(ctx, with_block_num(sql))))
-    return frame.to_arrow_table()
+        text = prepare(recording, with_block_num(sql))  # type: ignore[arg-type]
+        frame = restore_names(ctx.sql(text))
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[(sql, key)] = (text, recording.udfs)
+    return frame
+
+
+# (sql, dependency revisions) -> the prepared SQL and the functions it calls: planning a
+# table's SQL (prepare's probes, the _block_num check) is done once, not for every range.
+_PLANS: dict[tuple, tuple[str, list]] = {}
+_MAX_PLANS = 256
+_PLANNING = threading.Lock()
+
+
+class _Recording:
+    """A SessionContext that remembers the functions registered in it."""
+
+    def __init__(self, ctx: SessionContext) -> None:
+        self.ctx = ctx
+        self.udfs: list = []
+
+    def register_udf(self, udf) -> None:  # noqa: ANN001
+        self.udfs.append(udf)
+        self.ctx.register_udf(udf)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.ctx, name)
 
 
 def _headers(
@@ -195,9 +247,10 @@ def _headers(
     for alias, revision in dependencies.items():
         if "blocks" in revision.tables and "parent_hash" in revision.schema("blocks").names:
             rows = ctx.sql(
-                f'SELECT block_num, hash, parent_hash, timestamp FROM "{alias}".blocks '
-                "ORDER BY block_num"
+                f'SELECT block_num, hash, parent_hash, timestamp FROM "{alias}".blocks'
             ).to_arrow_table()
+            if not _sorted(rows.column("block_num")):
+                rows = rows.sort_by("block_num")
             numbers = rows.column("block_num").to_pylist()
             if numbers != list(range(first, last + 1)):
                 raise DerivedSchemaError(

@@ -18,6 +18,8 @@ raw ones, through the same writers and fence):
 from __future__ import annotations
 
 import asyncio
+import bisect
+import os
 from collections.abc import Sequence
 
 from ampd.datasets.derived import DerivedManifest
@@ -33,9 +35,18 @@ log = get_logger("worker")
 
 __all__ = ["DERIVED_CHUNKS", "DerivedSource"]
 
-# A derived chunk costs a query plan and a read of each file it overlaps, whatever its size:
-# chunks of up to 250,000 rows (the rows of the output, close to the input's for a decode).
-DERIVED_CHUNKS = ChunkLimits(min_blocks=1000, max_blocks=100_000, target_rows=250_000)
+# A derived chunk costs a query plan and a read of each dependency file it overlaps (whole:
+# a file is one row group), whatever its size: chunks of up to 250,000 rows (the output's,
+# close to the input's for a decode), at least 2,000 blocks, not bounded by the pace (the
+# files are there; a node's pace is what that bound is for).
+# As many in flight as there are cores: the work is CPU, partly under the GIL.
+DERIVED_CHUNKS = ChunkLimits(
+    min_blocks=2000,
+    max_blocks=100_000,
+    target_rows=250_000,
+    target_seconds=None,
+    in_flight=max(1, os.cpu_count() or 1),
+)
 
 
 class DerivedSource:
@@ -58,6 +69,7 @@ class DerivedSource:
         self.poll_secs = poll_secs
         self.listening = catalog is not None
         self.catalog = catalog if catalog is not None else Catalog(db, data_dir)
+        self._ends: list[int] = []  # the dependencies' file ends, as last seen
 
     async def __aenter__(self) -> DerivedSource:
         return self
@@ -76,7 +88,17 @@ class DerivedSource:
             if key not in snapshot.schemas:
                 raise LookupError(f"dependency {alias!r} ({reference}) is not registered")
             deps[alias] = snapshot.schemas[key]
+        self._ends = sorted(
+            {f.end_block for r in deps.values() for files in r.tables.values() for f in files}
+        )
         return snapshot, deps
+
+    def chunk_end(self, first: int, last: int) -> int:
+        """Where a chunk from `first` that would end at `last` should end: at the last
+        dependency file end in first..last, so that each file is read by one chunk (a
+        file is one row group, read whole); `last` when none ends there."""
+        at = bisect.bisect_right(self._ends, last) - 1
+        return self._ends[at] if at >= 0 and self._ends[at] >= first else last
 
     def _through(self, deps: dict[str, RevisionTables], start: int) -> int:
         through = None
