@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -215,6 +215,21 @@ def fill(
     chain = Chain(plan, first, last, contract, time.monotonic() - started, False)
     verify(anvil, chain)
     return chain
+
+
+def mine_more(anvil: Anvil, chain: Chain, count: int, pause: float = 0.0) -> Iterator[int]:
+    """Mine `count` more blocks of the plan's content on top of the chain's node (it may have
+    been reloaded from the cache: the senders are impersonated again), `pause` seconds
+    apart; yields each block's number once it is mined."""
+    senders = _senders(chain.plan)
+    anvil.batch([("anvil_impersonateAccount", [s]) for s in senders])
+    nonce = int(anvil.call("eth_getTransactionCount", senders[0], "latest"), 16)
+    for k in range(count):
+        if k and pause:
+            time.sleep(pause)
+        txs = _block_txs(chain.plan, senders, chain.contract, nonce + k)
+        anvil.batch([("eth_sendTransaction", [tx]) for tx in txs] + [("evm_mine", [])])
+        yield int(anvil.call("eth_blockNumber"), 16)
 
 
 def verify(anvil: Anvil, chain: Chain, samples: int = 5) -> None:

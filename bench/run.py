@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import derived_stage
 import distributed_report
 import distributed_stage
 import functions_stage
@@ -53,7 +55,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
-ALL_STAGES = ("extract", "query", "store", "distributed", "functions")
+ALL_STAGES = ("extract", "query", "store", "distributed", "functions", "derived")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -319,8 +321,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extract: the tools on each size; query: full scans through ampd solo's "
         "endpoints; store: dump, a job and scans on the local disk vs S3 (moto); "
         "distributed: floor, dump and jobs of 1 and 3 workers, local and behind a latency "
-        "proxy; functions: evm_decode_log and shift_units over 1,000,000 logs "
-        "(default: %(default)s)",
+        "proxy; functions: evm_decode_log and shift_units over 1,000,000 logs; derived: a "
+        "derived dataset decoding every log, materialized by one worker, and a streaming "
+        "query's latency (default: %(default)s)",
     )
     p.add_argument(
         "--tools",
@@ -393,6 +396,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--distributed-size; 0 for none)",
     )
     p.add_argument(
+        "--derived-size",
+        type=int,
+        default=20_000,
+        help="blocks the derived stage extracts and materializes (default: %(default)s)",
+    )
+    p.add_argument(
         "--node-latency-ms",
         type=float,
         default=200.0,
@@ -463,6 +472,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.distributed_large_size = 0
     if args.node_latency_ms < 0:
         p.error("--node-latency-ms must be >= 0")
+    if args.derived_size < 1:
+        p.error("--derived-size must be a positive block count")
     return args
 
 
@@ -650,6 +661,32 @@ def run_distributed(
     return section
 
 
+def run_derived(args: argparse.Namespace, anvil: Anvil, chain: Chain) -> dict:
+    """The derived stage on the first `--derived-size` blocks, then blocks mined on top of
+    the chain (it runs last); a failure is recorded, not raised."""
+    manifest_path = WORK / "ampd" / "anvil.json"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    tools.write_manifest(manifest_path)
+    ranged = dataclasses.replace(chain, last=chain.first + args.derived_size - 1)
+    work = WORK / "derived"
+    shutil.rmtree(work, ignore_errors=True)
+    pg = derived_stage.ManagedPostgres(work / "pg")
+    try:
+        pg.start()
+        section = derived_stage.run_stage(
+            work=work, pg=pg, anvil=anvil, chain=ranged,
+            manifest=json.loads(manifest_path.read_text()), repeat=args.repeat,
+            timeout=args.timeout or 600, log=log,
+        )  # fmt: skip
+    except derived_stage.DerivedBenchError as exc:
+        log(f"derived stage failed: {str(exc).splitlines()[0]}")
+        return {"status": "failed", "error": str(exc), "range": [ranged.first, ranged.last]}
+    finally:
+        pg.stop()
+    section.update(status="ok", error=None)
+    return section
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
     raise KeyboardInterrupt
@@ -665,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     extracting, querying = "extract" in args.stages, "query" in args.stages
     storing, distributing = "store" in args.stages, "distributed" in args.stages
+    deriving = "derived" in args.stages
     if extracting:
         sizes = ", ".join(f"{s:,}" for s in args.sizes)
         log(f"extract stage: {', '.join(args.tools)} on {sizes} blocks")
@@ -699,10 +737,11 @@ def main(argv: list[str] | None = None) -> int:
         if distributing
         else []
     )
+    needed += [args.derived_size] if deriving else []
     plan = ChainPlan(max(needed)) if needed else None
     chain_info: dict = {}
     runs: list[dict] = []
-    query = store = distributed = functions = None
+    query = store = distributed = functions = derived = None
     tuning = None
     try:
         if "functions" in args.stages:
@@ -763,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
                         "concurrent_request_limit": args.ampd_concurrency or floor_conc,
                     },
                 )
+            if deriving:  # last: it mines blocks on top of the chain
+                log(f"derived stage: decoding every log of {args.derived_size:,} blocks")
+                derived = run_derived(args, anvil, chain)
             if anvil is not None:
                 chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
     except (AnvilError, BenchError) as exc:
@@ -806,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
             "distributed_size": args.distributed_size if distributing else None,
             "distributed_large_size": args.distributed_large_size if distributing else None,
             "node_latency_ms": args.node_latency_ms if distributing else None,
+            "derived_size": args.derived_size if deriving else None,
         },
         "runs": runs,
         "comparisons": comps,
@@ -813,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         "store": store,
         "distributed": distributed,
         "functions": functions,
+        "derived": derived,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -829,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
         distributed_report.print_console(distributed)
     if functions is not None:
         functions_stage.print_console(functions)
+    if derived is not None:
+        derived_stage.print_console(derived)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
@@ -848,7 +894,7 @@ def _newest_with(stage: str) -> dict | None:
         data = json.loads(path.read_text())
         if stage == "extract" and data.get("runs"):
             return data
-        if stage in ("query", "store", "distributed", "functions") and data.get(stage):
+        if stage in ("query", "store", "distributed", "functions", "derived") and data.get(stage):
             return data
     return None
 
@@ -863,6 +909,7 @@ def _render_doc(data: dict | None) -> int:
         ("store", report.store_markdown, report.STORE_MARKERS),
         ("distributed", distributed_report.markdown, distributed_report.MARKERS),
         ("functions", functions_stage.markdown, functions_stage.MARKERS),
+        ("derived", derived_stage.markdown, derived_stage.MARKERS),
     ):
         source = _newest_with(stage) if data is None else data
         if source is None or stage not in source.get("stages", ["extract"]):
