@@ -17,6 +17,7 @@ every provider failed it. A bad token fails at once with the provider's name.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from contextlib import aclosing
 
@@ -55,6 +56,7 @@ class FirehosePool:
                 resolved.token,
                 display_url=provider.display_url,
                 max_attempts=max_attempts,
+                backoff_base=_retry_secs(),
             )
             self.clients.append((provider.name, client))
         self._turn = itertools.cycle(range(len(self.clients)))
@@ -137,6 +139,21 @@ async def _stream_range(client: FirehoseClient, first: int, last: int) -> list[e
                 client.url, f"block {block.number} does not follow block {before.number}"
             )
     return blocks  # type: ignore[return-value]
+
+
+def _retry_secs() -> float:
+    """The first wait before a broken stream is opened again: 5 s as Amp, or
+    AMP_FIREHOSE_RETRY_SECS (it doubles with each failure in a row, up to 60 s)."""
+    raw = os.environ.get("AMP_FIREHOSE_RETRY_SECS")
+    if not raw:
+        return 5.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise ValueError(f"invalid AMP_FIREHOSE_RETRY_SECS={raw!r}: expected seconds, 0 to 60")
+    return value
 
 
 def _open(providers: Sequence[ProviderConfig], max_attempts: int | None) -> FirehosePool:
