@@ -60,11 +60,13 @@ class Anvil:
         dump_state: Path | None = None,
         no_mining: bool = False,
         startup_timeout: float = 120.0,
+        prune_history: bool = True,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.accounts = accounts
+        self.prune_history = prune_history  # off: anvil keeps recent states (traceable)
         self.load_state = load_state
         self.dump_state = dump_state
         self.no_mining = no_mining
@@ -91,7 +93,7 @@ class Anvil:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--hardfork", "cancun",
-            "--prune-history",
+            *(["--prune-history"] if self.prune_history else []),
             "--accounts", str(self.accounts),
             "--order", "fifo",
             "--quiet",

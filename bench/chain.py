@@ -182,8 +182,10 @@ def fill(
     anvil: Anvil,
     plan: ChainPlan,
     progress: Callable[[int, int], None] | None = None,
+    every: int = 5000,
 ) -> Chain:
-    """Mine the plan's blocks into a fresh (no-mining) anvil; returns the built chain."""
+    """Mine the plan's blocks into a fresh (no-mining) anvil; returns the built chain.
+    `progress(done, total)` is called every `every` blocks."""
     started = time.monotonic()
     deployer = anvil.call("eth_accounts")[0]
     senders = _senders(plan)
@@ -209,7 +211,7 @@ def fill(
         # anvil runs a batch's calls in order, so one round trip fills and seals a block
         # (`verify` checks that each sampled block got exactly its own transactions).
         anvil.batch([("eth_sendTransaction", [tx]) for tx in txs] + [("evm_mine", [])])
-        if progress is not None and (n + 1) % 5000 == 0:
+        if progress is not None and (n + 1) % every == 0:
             progress(n + 1, plan.blocks)
     last = int(anvil.call("eth_blockNumber"), 16)
     chain = Chain(plan, first, last, contract, time.monotonic() - started, False)

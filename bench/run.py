@@ -38,6 +38,7 @@ from pathlib import Path
 import derived_stage
 import distributed_report
 import distributed_stage
+import firehose_stage
 import functions_stage
 import pyarrow
 import report
@@ -55,7 +56,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
-ALL_STAGES = ("extract", "query", "store", "distributed", "functions", "derived")
+ALL_STAGES = ("extract", "query", "store", "distributed", "functions", "derived", "firehose")
 ALL_TOOLS = ("floor", "ampd", "cryo", "ethereum-etl")
 DEFAULT_SIZES = (20_000, 100_000)
 _STARTED = time.monotonic()
@@ -323,7 +324,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "distributed: floor, dump and jobs of 1 and 3 workers, local and behind a latency "
         "proxy; functions: evm_decode_log and shift_units over 1,000,000 logs; derived: a "
         "derived dataset decoding every log, materialized by one worker, and a streaming "
-        "query's latency (default: %(default)s)",
+        "query's latency; firehose: ampd dump through the test Firehose server against "
+        "JSON-RPC on a chain of its own (default: %(default)s)",
     )
     p.add_argument(
         "--tools",
@@ -402,6 +404,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="blocks the derived stage extracts and materializes (default: %(default)s)",
     )
     p.add_argument(
+        "--firehose-size",
+        type=int,
+        default=20_000,
+        help="blocks the firehose stage mines, builds and dumps (default: %(default)s)",
+    )
+    p.add_argument(
         "--node-latency-ms",
         type=float,
         default=200.0,
@@ -474,6 +482,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--node-latency-ms must be >= 0")
     if args.derived_size < 1:
         p.error("--derived-size must be a positive block count")
+    if args.firehose_size < 1:
+        p.error("--firehose-size must be a positive block count")
     return args
 
 
@@ -687,6 +697,20 @@ def run_derived(args: argparse.Namespace, anvil: Anvil, chain: Chain) -> dict:
     return section
 
 
+def run_firehose(args: argparse.Namespace) -> dict:
+    """The firehose stage; a failure is recorded, not raised."""
+    try:
+        section = firehose_stage.run_stage(
+            work=WORK / "firehose", blocks=args.firehose_size, repeat=args.repeat,
+            timeout=args.timeout or 600, measured=_measured, log=log,
+        )  # fmt: skip
+    except (firehose_stage.FirehoseBenchError, AnvilError, BenchError) as exc:
+        log(f"firehose stage failed: {str(exc).splitlines()[0]}")
+        return {"status": "failed", "error": str(exc)}
+    section.update(status="ok", error=None)
+    return section
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so anvil and the tool being measured are stopped.
     raise KeyboardInterrupt
@@ -741,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = ChainPlan(max(needed)) if needed else None
     chain_info: dict = {}
     runs: list[dict] = []
-    query = store = distributed = functions = derived = None
+    query = store = distributed = functions = derived = firehose = None
     tuning = None
     try:
         if "functions" in args.stages:
@@ -807,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
                 derived = run_derived(args, anvil, chain)
             if anvil is not None:
                 chain_info["anvil_rss_mib_at_end"] = round(anvil.rss_mib() or 0)
+        if "firehose" in args.stages:  # after the shared anvil stopped: it runs its own
+            log(f"firehose stage: {args.firehose_size:,} blocks through the test Firehose server")
+            firehose = run_firehose(args)
     except (AnvilError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -849,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
             "distributed_large_size": args.distributed_large_size if distributing else None,
             "node_latency_ms": args.node_latency_ms if distributing else None,
             "derived_size": args.derived_size if deriving else None,
+            "firehose_size": args.firehose_size if "firehose" in args.stages else None,
         },
         "runs": runs,
         "comparisons": comps,
@@ -857,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         "distributed": distributed,
         "functions": functions,
         "derived": derived,
+        "firehose": firehose,
     }
     out_dir = WORK / "results" if args.scratch else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -875,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
         functions_stage.print_console(functions)
     if derived is not None:
         derived_stage.print_console(derived)
+    if firehose is not None:
+        firehose_stage.print_console(firehose)
     print()
     log(f"results: {(out_dir / name).relative_to(REPO)} (and latest.json)")
     return 0 if args.scratch else _render_doc(data)
@@ -894,7 +925,14 @@ def _newest_with(stage: str) -> dict | None:
         data = json.loads(path.read_text())
         if stage == "extract" and data.get("runs"):
             return data
-        if stage in ("query", "store", "distributed", "functions", "derived") and data.get(stage):
+        if stage in (
+            "query",
+            "store",
+            "distributed",
+            "functions",
+            "derived",
+            "firehose",
+        ) and data.get(stage):
             return data
     return None
 
@@ -910,6 +948,7 @@ def _render_doc(data: dict | None) -> int:
         ("distributed", distributed_report.markdown, distributed_report.MARKERS),
         ("functions", functions_stage.markdown, functions_stage.MARKERS),
         ("derived", derived_stage.markdown, derived_stage.MARKERS),
+        ("firehose", firehose_stage.markdown, firehose_stage.MARKERS),
     ):
         source = _newest_with(stage) if data is None else data
         if source is None or stage not in source.get("stages", ["extract"]):
