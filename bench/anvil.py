@@ -60,13 +60,14 @@ class Anvil:
         dump_state: Path | None = None,
         no_mining: bool = False,
         startup_timeout: float = 120.0,
-        prune_history: bool = True,
+        prune_history: bool | int = True,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.accounts = accounts
-        self.prune_history = prune_history  # off: anvil keeps recent states (traceable)
+        # True: no history kept; N: the states of the last N blocks kept (they can be traced)
+        self.prune_history = prune_history
         self.load_state = load_state
         self.dump_state = dump_state
         self.no_mining = no_mining
@@ -93,7 +94,7 @@ class Anvil:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--hardfork", "cancun",
-            *(["--prune-history"] if self.prune_history else []),
+            *_prune_args(self.prune_history),
             "--accounts", str(self.accounts),
             "--order", "fifo",
             "--quiet",
@@ -185,3 +186,11 @@ class Anvil:
                 raise AnvilError(f"{request['method']} {request['params']}: {error}")
             results.append(answer["result"])
         return results
+
+
+def _prune_args(prune: bool | int) -> list[str]:
+    if prune is True:
+        return ["--prune-history"]
+    if prune is False:
+        return []
+    return ["--prune-history", str(prune)]

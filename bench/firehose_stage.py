@@ -2,8 +2,9 @@
 against `ampd dump` of the same chain over JSON-RPC.
 
 anvil traces a block only while it holds the state before it, so this stage mines its own
-chain of the bench's content (bench/chain.py) into a fresh anvil and builds the Firehose
-blocks as it goes (tests/support/firehose_blocks.py, every BUILD_EVERY blocks: headers,
+chain of the bench's content (bench/chain.py) into a fresh anvil that keeps the states of
+its last 2,000 blocks (`--prune-history 2000`; all of them would take gigabytes) and
+builds the Firehose blocks as it goes (tests/support/firehose_blocks.py, every BUILD_EVERY blocks: headers,
 transactions, receipts and call trees), written to a file the server process serves
 (tests/support/firehose_server.py, its answers not gzipped: the test server is Python and
 shares the two cores with the dump; requests are gzipped as always). Then, `--repeat`
@@ -63,7 +64,8 @@ def _inputs(folder: Path, kind: str, url: str) -> tuple[Path, Path]:
 def _build(work: Path, blocks: int, log) -> tuple[Anvil, int, int, Path, float]:  # noqa: ANN001
     """A fresh anvil with `blocks` blocks of the bench content, and their Firehose blocks in a
     file: (anvil, first, last, file, build seconds). The caller stops anvil."""
-    anvil = Anvil(work / "anvil.log", no_mining=True, prune_history=False)
+    # The states of the last 2 * BUILD_EVERY blocks: what the next build traces, no more.
+    anvil = Anvil(work / "anvil.log", no_mining=True, prune_history=2 * BUILD_EVERY)
     anvil.start()
     path = work / "blocks.bin"
     path.unlink(missing_ok=True)

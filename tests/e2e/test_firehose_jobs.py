@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -219,6 +220,24 @@ def test_a_cut_stream_and_unavailable_are_retried_and_the_output_is_the_same(
     assert_same(logs, by(rpc_dump["logs"], "block_num", "log_index"))
 
 
+def test_a_finalized_only_dataset_streams_final_blocks_only(chain, rpc_dump, tmp_path):
+    with FirehoseServer(chain.blocks, token=TOKEN) as server:  # every block is final here
+        manifest, providers = firehose_inputs(tmp_path, server.url)
+        manifest.write_text(
+            json.dumps({"kind": "firehose", "network": "anvil", "finalized_blocks_only": True})
+        )
+        command = [
+            AMPD, "dump", "--manifest", str(manifest), "--providers-dir", str(providers),
+            "--data-dir", str(tmp_path / "data"), "--start", "0", "--end", str(chain.head),
+            "--no-progress", "--processes", "0",
+        ]  # fmt: skip
+        result = run(command, env=FAST_RETRY, timeout=120)
+        assert result.returncode == 0, result.stderr
+        streams = [r for method, r in server.requests if method == "Blocks"]
+        assert streams and all(r.final_blocks_only for r in streams)
+    assert json.loads(result.stdout)["rows"]["blocks"] == rpc_dump["blocks"].num_rows
+
+
 def test_a_wrong_token_fails_at_once_without_retries(chain, tmp_path):
     with FirehoseServer(chain.blocks, token=TOKEN) as server:
         started = time.monotonic()
@@ -285,4 +304,25 @@ def test_three_workers_extract_a_firehose_dataset_exactly_once_despite_a_kill_9(
     )
     assert len(keys) == len(set(keys)) > 20, "no call doubled"
     assert tables["transactions"].num_rows == rpc_dump["transactions"].num_rows
+    # Progress per table, and the query server, as for an evm-rpc dataset.
+    with cluster.api() as api:
+        progress = api.get(f"/jobs/{job}/progress").json()["tables"]
+    assert {t: p["current_block"] for t, p in progress.items()} == dict.fromkeys(
+        FIREHOSE_TABLES, chain.head
+    )
+    _, jsonl, _ = cluster.start_server()
+    sql = (
+        "SELECT count(*) AS n, count(DISTINCT tx_hash) AS txs, max(depth) AS deepest "
+        'FROM "test/chain".calls'
+    )
+    answer = httpx.post(jsonl, content=sql, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (row,) = [json.loads(line) for line in answer.text.splitlines() if line]
+    calls = tables["calls"]
+    assert row == {
+        "n": calls.num_rows,
+        "txs": len(set(calls.column("tx_hash").to_pylist())),
+        "deepest": max(calls.column("depth").to_pylist()),
+    }
+    assert row["deepest"] >= 2, "nested calls are there"
     assert os.environ.get("AMP_FIREHOSE_RETRY_SECS") is None  # the test's own env is untouched

@@ -137,10 +137,16 @@ def dump(
         workers = (os.cpu_count() or 1) if processes is None else processes
         if workers > 0:
             # No thread or event loop exists yet: forking is safe, and workers start at once.
-            pool = ProcessPoolSource(manifest.kind, providers, workers, start_method="fork")
+            pool = ProcessPoolSource(
+                manifest.kind,
+                providers,
+                workers,
+                start_method="fork",
+                finalized=manifest.finalized_blocks_only,
+            )
             pool.start()
         else:
-            pool = open_source(manifest.kind, providers)
+            pool = open_source(manifest.kind, providers, finalized=manifest.finalized_blocks_only)
         store = open_store(data_dir)  # after the fork: a remote store's client starts threads
     except (InvalidManifest, ManifestValidationError) as exc:
         _fail(f"{manifest_path}: {exc}")

@@ -167,11 +167,11 @@ async def _serve(conn: Connection) -> None:
             return
         op, seq, key, *args = pickle.loads(message)
         if op == "providers":
-            kind_name, raw, max_attempts = args
+            kind_name, raw, max_attempts, finalized = args
             kind = source_kind(kind_name)
             kind.in_fetch_process()
             configs = [parse_provider(name, item) for name, item in raw]
-            pools[key] = (kind, kind.open_pool(configs, max_attempts))
+            pools[key] = (kind, kind.open_pool(configs, max_attempts, finalized))
             return
         kind, pool = pools[key]
         if op == "blocks":
@@ -296,12 +296,12 @@ class FetchProcesses:
         index: int,
         op: str,
         key: str,
-        providers: tuple[str, list[tuple[str, dict]], int | None],
+        providers: tuple[str, list[tuple[str, dict]], int | None, bool],
         *args: Any,
     ) -> Any:
         """Run `op` ("blocks", "head" or "header") with `args` in child `index`, on the
         provider set `key` (`providers`: its kind, its files with limits already shared,
-        and max_attempts). Raises WorkerProcessError if the child dies or fails,
+        max_attempts, and whether the dataset is finalized-only). Raises WorkerProcessError if the child dies or fails,
         RemoteSourceError and RemoteConversionError for what the providers or the
         conversion raised."""
         if self.closed:
@@ -391,7 +391,10 @@ def read_batches(payload: dict[str, bytes]) -> dict[str, pa.RecordBatch]:
     return {table: pa.ipc.open_stream(buf).read_next_batch() for table, buf in payload.items()}
 
 
-def provider_key(kind: str, providers: Sequence[tuple[str, dict]], max_attempts: int | None) -> str:
-    """One name per provider set (its kind, its files as shared out, and the retry budget)."""
-    text = json.dumps([kind, list(providers), max_attempts], sort_keys=True, default=str)
+def provider_key(
+    kind: str, providers: Sequence[tuple[str, dict]], max_attempts: int | None, finalized: bool
+) -> str:
+    """One name per provider set (its kind, its files as shared out, the retry budget, and
+    whether it serves a finalized-only dataset)."""
+    text = json.dumps([kind, list(providers), max_attempts, finalized], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -71,6 +71,7 @@ class ProcessPoolSource:
         max_attempts: int | None = None,
         start_method: str = "spawn",
         shared: FetchProcesses | None = None,
+        finalized: bool = False,
     ) -> None:
         available = shared.count if shared is not None else processes or os.cpu_count() or 1
         self.processes = worker_count(providers, available)
@@ -79,8 +80,8 @@ class ProcessPoolSource:
         # As written (placeholders kept): each process substitutes ${VAR} from its environment.
         names = [p.name for p in providers]
         files = list(zip(names, share_limits(providers, self.processes), strict=True))
-        self._providers = (kind, files, max_attempts)
-        self._key = provider_key(kind, files, max_attempts)
+        self._providers = (kind, files, max_attempts, finalized)
+        self._key = provider_key(kind, files, max_attempts, finalized)
         # Segments sharing the processes start their turns at different ones.
         first = random.randrange(self.processes) if shared is not None else 0
         self._turn = itertools.cycle([(first + i) % self.processes for i in range(self.processes)])

@@ -30,11 +30,16 @@ def providers_for(manifest: Manifest, providers_dir: str | Path) -> list[Provide
 
 
 def open_source(
-    kind: str, providers: list[ProviderConfig], *, max_attempts: int | None = None
+    kind: str,
+    providers: list[ProviderConfig],
+    *,
+    max_attempts: int | None = None,
+    finalized: bool = False,
 ) -> InProcessSource:
-    """The providers of `kind` as a source fetching and converting in this process."""
+    """The providers of `kind` as a source fetching and converting in this process
+    (`finalized`: for a finalized-only dataset)."""
     found = source_kind(kind)
-    return InProcessSource(found, found.open_pool(providers, max_attempts))
+    return InProcessSource(found, found.open_pool(providers, max_attempts, finalized))
 
 
 def head_source(providers_dir: str | Path):  # noqa: ANN201 - returns a HeadSource
@@ -43,7 +48,9 @@ def head_source(providers_dir: str | Path):  # noqa: ANN201 - returns a HeadSour
     async def head(manifest: Manifest) -> int | None:
         try:
             providers = await asyncio.to_thread(providers_for, manifest, providers_dir)
-            source = open_source(manifest.kind, providers, max_attempts=3)
+            source = open_source(
+                manifest.kind, providers, max_attempts=3, finalized=manifest.finalized_blocks_only
+            )
         except (ProviderConfigError, ValueError) as exc:
             log.warning("no head for network %s: %s", manifest.network, exc)
             return None

@@ -29,7 +29,8 @@ class SourceKind:
 
     name: str
     tables: Mapping[str, pa.Schema]  # the schemas its data is written with, in table order
-    open_pool: Callable[[Sequence[ProviderConfig], int | None], Any]  # providers, max_attempts
+    # (providers, max_attempts, finalized): `finalized` for a finalized-only dataset
+    open_pool: Callable[[Sequence[ProviderConfig], int | None, bool], Any]
     fetch: Callable[[Any, Sequence[int]], Awaitable[Any]]  # (pool, numbers) -> fetched
     # (fetched) -> (batch per table, header per block); CPU work, run off the event loop.
     convert: Callable[[Any], tuple[dict[str, pa.RecordBatch], list[BlockHeader]]]

@@ -185,10 +185,19 @@ class SegmentRun:
                 )
                 if self.fetchers is not None:
                     pool = ProcessPoolSource(
-                        manifest.kind, providers, shared=self.fetchers, max_attempts=20
+                        manifest.kind,
+                        providers,
+                        shared=self.fetchers,
+                        max_attempts=20,
+                        finalized=manifest.finalized_blocks_only,
                     )
                 else:
-                    pool = open_source(manifest.kind, providers, max_attempts=20)
+                    pool = open_source(
+                        manifest.kind,
+                        providers,
+                        max_attempts=20,
+                        finalized=manifest.finalized_blocks_only,
+                    )
             async with pool:
                 if seg.end_block is not None:
                     await self._bounded(pool, target, fence, seg.next_block, seg.end_block)

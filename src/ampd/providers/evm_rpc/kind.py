@@ -15,7 +15,10 @@ from ampd.providers.kinds import SourceKind
 __all__ = ["KIND"]
 
 
-def _open(providers: Sequence[ProviderConfig], max_attempts: int | None) -> ProviderPool:
+def _open(
+    providers: Sequence[ProviderConfig], max_attempts: int | None, finalized: bool = False
+) -> ProviderPool:
+    # Finalized-only datasets ask the finalized head; the blocks are asked as any others.
     return ProviderPool(providers, max_attempts=max_attempts)
 
 

@@ -45,7 +45,11 @@ class FirehoseSourceError(SourceError):
 class FirehosePool:
     """The providers of one network, each a FirehoseClient, used in turn."""
 
-    def __init__(self, providers: Sequence[ProviderConfig], max_attempts: int | None) -> None:
+    def __init__(
+        self, providers: Sequence[ProviderConfig], max_attempts: int | None, final: bool = False
+    ) -> None:
+        """`final`: a finalized-only dataset's pool, whose streams ask for final blocks only."""
+        self.final = final
         if not providers:
             raise ValueError("a firehose pool needs at least one provider")
         self.clients: list[tuple[str, FirehoseClient]] = []
@@ -80,7 +84,7 @@ class FirehosePool:
         failures = []
         for name, client in self._order():
             try:
-                return await _stream_range(client, numbers[0], numbers[-1])
+                return await _stream_range(client, numbers[0], numbers[-1], self.final)
             except FirehoseAuthError as exc:
                 raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
             except FirehoseError as exc:
@@ -115,10 +119,13 @@ class FirehosePool:
         raise FirehoseSourceError("; ".join(failures))
 
 
-async def _stream_range(client: FirehoseClient, first: int, last: int) -> list[ethereum_pb2.Block]:
-    """Blocks `first..last` of one stream, with the undone ones replaced by the new branch."""
+async def _stream_range(
+    client: FirehoseClient, first: int, last: int, final: bool = False
+) -> list[ethereum_pb2.Block]:
+    """Blocks `first..last` of one stream (`final`: final blocks only), with the undone ones
+    replaced by the new branch."""
     kept: dict[int, ethereum_pb2.Block] = {}
-    items = client.stream(first, last)
+    items = client.stream(first, last, final_blocks_only=final)
     async with aclosing(items):
         async for item in items:
             number = item.block.number
@@ -156,8 +163,10 @@ def _retry_secs() -> float:
     return value
 
 
-def _open(providers: Sequence[ProviderConfig], max_attempts: int | None) -> FirehosePool:
-    return FirehosePool(providers, max_attempts)
+def _open(
+    providers: Sequence[ProviderConfig], max_attempts: int | None, finalized: bool = False
+) -> FirehosePool:
+    return FirehosePool(providers, max_attempts, final=finalized)
 
 
 async def _fetch(pool: FirehosePool, numbers: Sequence[int]) -> list[ethereum_pb2.Block]:
