@@ -57,8 +57,10 @@ _OPCODES = {
 }
 
 
-def assemble(program: list) -> bytes:
-    """Assemble ops: "NAME", ("PUSH", int | bytes), ("PUSH_LABEL", name), ("LABEL", name)."""
+def assemble(program: list, opcodes: dict[str, int] | None = None) -> bytes:
+    """Assemble ops: "NAME", ("PUSH", int | bytes), ("PUSH_LABEL", name), ("LABEL", name)
+    (a JUMPDEST); NAME from `opcodes` (default: the ones this module's contracts use)."""
+    opcodes = _OPCODES if opcodes is None else opcodes
 
     def size(op) -> int:
         if isinstance(op, str):
@@ -79,11 +81,11 @@ def assemble(program: list) -> bytes:
     code = bytearray()
     for op in program:
         if isinstance(op, str):
-            code.append(_OPCODES[op])
+            code.append(opcodes[op])
             continue
         kind, arg = op
         if kind == "LABEL":
-            code.append(_OPCODES["JUMPDEST"])
+            code.append(0x5B)  # JUMPDEST
         elif kind == "PUSH_LABEL":
             code += bytes([0x61]) + labels[arg].to_bytes(2, "big")
         else:

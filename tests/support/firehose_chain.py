@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from support.anvil import DEV_ACCOUNTS, Anvil, AnvilError
 from support.chain import GWEI, wait_for_receipt
+from support.chain import assemble as assemble_with
 
 _OPCODES = {
     "STOP": 0x00,
@@ -60,33 +61,7 @@ _OPCODES = {
 
 def assemble(program: list) -> bytes:
     """Ops: "NAME", ("PUSH", int | bytes), ("PUSH_LABEL", name), ("LABEL", name) (a JUMPDEST)."""
-
-    def width(arg: int | bytes) -> int:
-        return len(arg) if isinstance(arg, bytes) else max(1, (arg.bit_length() + 7) // 8)
-
-    def size(op) -> int:
-        if isinstance(op, str) or op[0] == "LABEL":
-            return 1
-        return 3 if op[0] == "PUSH_LABEL" else 1 + width(op[1])
-
-    labels, offset = {}, 0
-    for op in program:
-        if not isinstance(op, str) and op[0] == "LABEL":
-            labels[op[1]] = offset
-        offset += size(op)
-    code = bytearray()
-    for op in program:
-        if isinstance(op, str):
-            code.append(_OPCODES[op])
-        elif op[0] == "LABEL":
-            code.append(0x5B)
-        elif op[0] == "PUSH_LABEL":
-            code += b"\x61" + labels[op[1]].to_bytes(2, "big")
-        else:
-            arg = op[1]
-            data = arg if isinstance(arg, bytes) else arg.to_bytes(width(arg), "big")
-            code += bytes([0x5F + len(data)]) + data
-    return bytes(code)
+    return assemble_with(program, _OPCODES)
 
 
 def init_code(runtime: bytes, prelude: list | None = None) -> bytes:
