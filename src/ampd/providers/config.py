@@ -42,6 +42,7 @@ __all__ = [
     "load_providers",
     "parse_provider",
     "select_providers",
+    "strip_userinfo",
     "UnknownProviderKind",
 ]
 
@@ -161,7 +162,7 @@ class ProviderConfig:
     @property
     def display_url(self) -> str:
         """The URL as written in the file (placeholders kept, credentials removed): safe to log."""
-        return _strip_userinfo(str(self.raw.get("url", self.url)))
+        return strip_userinfo(str(self.raw.get("url", self.url)))
 
     def resolved(self, env: Mapping[str, str] | None = None) -> ProviderConfig:
         """Return a copy with every `${VAR}` replaced from `env` (default: `os.environ`).
@@ -423,7 +424,8 @@ def _substitute(value: str, env: Mapping[str, str], provider: ProviderConfig, ke
     return _PLACEHOLDER_RE.sub(lookup, value)
 
 
-def _strip_userinfo(url: str) -> str:
+def strip_userinfo(url: str) -> str:
+    """`url` without `user:password@` (safe to log)."""
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -35,6 +35,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from ampd.logs import get_logger
+from ampd.providers.config import strip_userinfo
 from ampd.providers.firehose.errors import (
     FirehoseDecodeError,
     FirehoseError,
@@ -102,7 +103,7 @@ class FirehoseClient:
             raise ValueError("backoff_base must be >= 0 and call_timeout > 0")
         if token is not None and token != "" and not _TOKEN_RE.match(token):
             raise ValueError("the Firehose token must be printable ASCII (no line breaks)")
-        self.url = display_url or _strip_userinfo(url)
+        self.url = display_url or strip_userinfo(url)
         self.target, self.secure = parse_endpoint(url, shown=self.url)
         self.max_attempts = max_attempts
         self._backoff_base = backoff_base
@@ -325,7 +326,7 @@ def parse_endpoint(url: str, *, shown: str | None = None) -> tuple[str, bool]:
     The port defaults to 443 for https and 80 for http. Raises ValueError naming the URL
     (as `shown`) and what is expected.
     """
-    shown = shown or _strip_userinfo(url)
+    shown = shown or strip_userinfo(url)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -442,13 +443,3 @@ def _resume_point(reached: int | None, cursor: str | None) -> str:
     if reached is not None:
         return f" after block {reached}"
     return " from the given cursor" if cursor else ""
-
-
-def _strip_userinfo(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
