@@ -40,10 +40,17 @@ class ShutdownSignal:
         The loop's own handlers wake it even when a signal lands on another thread; they
         count into `process_signals`, so a signal before and one after make two."""
         loop = asyncio.get_running_loop()
-        for sig in process_signals.SIGNALS:
-            loop.add_signal_handler(sig, process_signals.deliver, sig)
-        process_signals.listen(self._received)
-        pending = process_signals.received()
+        # A signal landing while the handlers change hands could reach both the process's
+        # handler and the loop's (its wakeup byte read once the loop's handler is there),
+        # and count twice: exit 1 for one signal. Held until the loop's handlers are in.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, process_signals.SIGNALS)
+        try:
+            for sig in process_signals.SIGNALS:
+                loop.add_signal_handler(sig, process_signals.deliver, sig)
+            process_signals.listen(self._received)
+            pending = process_signals.received()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pending:
             log.info(
                 "received %s during start-up: shutting down gracefully (send it again to exit "
