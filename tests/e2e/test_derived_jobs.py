@@ -5,6 +5,7 @@ node's, following its dependency as it commits, and exact after a worker's kill 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -15,7 +16,7 @@ from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, fill_chain
 from support.derived import even_logs_manifest, node_even_logs
-from support.postgres import create_database, drop_database
+from support.postgres import create_database, drop_database, running_cluster
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -173,3 +174,34 @@ def test_a_frozen_worker_cannot_commit_derived_rows_after_failover(env: dict):
     with cluster.api() as api:
         for job_id in (job, raw_job):
             api.put(f"/jobs/{job_id}/stop")
+
+
+def test_a_derived_job_survives_a_metadata_database_restart(tmp_path, env: dict):
+    """The metadata database goes away under a continuous raw job and a continuous derived
+    one over it, and comes back: both carry on, the derived rows exactly the node's."""
+    anvil = env["anvil"]
+    with running_cluster(tmp_path / "own-pg" / "metadb") as pg:
+        url = create_database(pg)
+        cluster = Cluster(tmp_path / "cluster", url, anvil, {"poll_interval_secs": 0.2})
+        try:
+            cluster.start_controller()
+            cluster.start_worker("w1", env={"AMP_EXTRACT_CHUNK_BLOCKS": "4"})
+            raw_job, job, hash_ = following(cluster, anvil, "restarted")
+            pg.stop(fast=True)
+            head = fill_chain(anvil, 4, txs_per_block=2)  # mined while the database is down
+            time.sleep(3)  # an outage long enough for every process to notice it
+            pg.start()
+            head = fill_chain(anvil, 2, txs_per_block=2)
+            cluster.wait_until(
+                lambda: rows_of(cluster, hash_) == node_even_logs(anvil, 0, head),
+                timeout=120,
+                what="the derived job caught up after the restart",
+            )
+            for name, proc in cluster.procs.items():
+                assert proc.popen.poll() is None, f"{name} exited:\n{proc.log()}"
+            assert "reconnected to the metadata database" in cluster.procs["w1"].log()
+            with cluster.api() as api:
+                for job_id in (job, raw_job):
+                    api.put(f"/jobs/{job_id}/stop")
+        finally:
+            cluster.stop_all()
