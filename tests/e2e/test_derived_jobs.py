@@ -15,7 +15,7 @@ from ampd.datasets.manifest import manifest_hash
 from ampd.metadb.managed import ManagedPostgres
 from support.anvil import Anvil
 from support.cluster import Cluster, fill_chain
-from support.derived import even_logs_manifest, node_even_logs
+from support.derived import even_logs_manifest, field, node_even_logs
 from support.postgres import create_database, drop_database, running_cluster
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -205,3 +205,49 @@ def test_a_derived_job_survives_a_metadata_database_restart(tmp_path, env: dict)
                     api.put(f"/jobs/{job_id}/stop")
         finally:
             cluster.stop_all()
+
+
+def test_a_derived_dataset_over_a_derived_one(env: dict):
+    """A derived dataset whose only dependency is derived: its SQL reads the other's table,
+    its block headers come from the raw dataset under both."""
+    cluster, anvil = env["cluster"], env["anvil"]
+    head = anvil.block_number()
+    register(cluster, "base", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
+    raw_job = cluster.deploy({"end_block": str(head)}, ref="test/base/versions/1.0.0")
+    assert cluster.wait_job(raw_job)["status"] == "COMPLETED"
+    register(cluster, "base_evens", even_logs_manifest("test/base@1.0.0"))
+    middle = cluster.deploy({"end_block": "latest"}, ref="test/base_evens/versions/1.0.0")
+    assert cluster.wait_job(middle)["status"] == "COMPLETED"
+    quarters = {
+        "kind": "manifest",
+        "dependencies": {"ev": "test/base_evens@1.0.0"},
+        "tables": {
+            "quarters": {
+                "input": {
+                    "sql": "SELECT block_num, log_index FROM ev.even_logs WHERE log_index % 4 = 0"
+                },
+                "schema": {
+                    "arrow": {
+                        "fields": [
+                            field("_block_num", "UInt64"),
+                            field("block_num", "UInt64"),
+                            field("log_index", "UInt32"),
+                        ]
+                    }
+                },
+            }
+        },
+        "functions": {},
+    }
+    hash_ = register(cluster, "quarters", quarters)
+    job = cluster.deploy({"end_block": "latest"}, ref="test/quarters/versions/1.0.0")
+    done = cluster.wait_job(job, timeout=60)
+    assert done["status"] == "COMPLETED", done
+    table = cluster.read_table(hash_, "quarters")
+    rows = sorted(
+        zip(*(table.column(c).to_pylist() for c in ("block_num", "log_index")), strict=True)
+    )
+    expected = [(n, i) for n, _, i, _ in node_even_logs(anvil, 0, head) if i % 4 == 0]
+    assert rows == expected and expected
+    files = cluster.committed_files(hash_)
+    assert files and files[-1]["end_block"] == head, "committed through the raw head"

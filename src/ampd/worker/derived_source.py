@@ -33,7 +33,11 @@ from ampd.sql.references import parse_reference
 
 log = get_logger("worker")
 
-__all__ = ["DERIVED_CHUNKS", "DerivedSource"]
+__all__ = ["DERIVED_CHUNKS", "HEADERS_ALIAS", "DerivedSource", "raw_ancestor"]
+
+# The alias a derived dataset over derived ones reads its raw ancestor's blocks under (for the
+# headers only: no SQL can name it, as aliases are identifiers and this one is not).
+HEADERS_ALIAS = "-headers"
 
 # A derived chunk costs a query plan and a read of each dependency file it overlaps (whole:
 # a file is one row group), whatever its size: chunks of up to 250,000 rows (the output's,
@@ -70,6 +74,8 @@ class DerivedSource:
         self.listening = catalog is not None
         self.catalog = catalog if catalog is not None else Catalog(db, data_dir)
         self._ends: list[int] = []  # the dependencies' file ends, as last seen
+        self._db = db
+        self._headers_from: str | None = None  # a raw ancestor's schema name, once found
 
     async def __aenter__(self) -> DerivedSource:
         return self
@@ -88,6 +94,12 @@ class DerivedSource:
             if key not in snapshot.schemas:
                 raise LookupError(f"dependency {alias!r} ({reference}) is not registered")
             deps[alias] = snapshot.schemas[key]
+        if not any("blocks" in r.tables for r in deps.values()):
+            # Over derived datasets only: the block headers come from a raw ancestor.
+            if self._headers_from is None:
+                self._headers_from = await raw_ancestor(self._db, self.manifest)
+            if self._headers_from in snapshot.schemas:
+                deps[HEADERS_ALIAS] = snapshot.schemas[self._headers_from]
         self._ends = sorted(
             {f.end_block for r in deps.values() for files in r.tables.values() for f in files}
         )
@@ -153,3 +165,27 @@ class DerivedSource:
 def _headers_only(manifest: DerivedManifest) -> DerivedManifest:
     """The manifest without tables: evaluating it gives just the range's headers."""
     return DerivedManifest(manifest.dependencies, {}, {}, [], manifest.raw)
+
+
+async def raw_ancestor(db: MetadataDb, manifest: DerivedManifest, depth: int = 0) -> str | None:
+    """`ns/name@hash` of the first raw dataset among the dependencies, their dependencies'
+    and so on (the one whose blocks give a derived dataset over derived ones its headers)."""
+    from ampd.datasets.registry import DatasetRegistry, RegistryError
+
+    registry = DatasetRegistry(db)
+    for reference in manifest.dependencies.values():
+        parsed = parse_reference(reference)
+        if parsed is None or parsed.revision is None:
+            continue
+        try:
+            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
+        except RegistryError:
+            continue
+        if isinstance(revision.manifest, DerivedManifest):
+            if depth < 16:  # registration refuses cycles; this bounds a corrupt registry
+                found = await raw_ancestor(db, revision.manifest, depth + 1)
+                if found is not None:
+                    return found
+            continue
+        return f"{parsed.namespace}/{parsed.name}@{revision.manifest_hash}"
+    return None
