@@ -87,14 +87,7 @@ async def dependencies_start(
     """The first block a derived dataset has: the latest start of its dependencies (a raw
     one's `start_block`, a derived one's own dependencies'); 0 when one is not registered."""
     start = 0
-    for reference in manifest.dependencies.values():
-        parsed = parse_reference(reference)
-        if parsed is None or parsed.revision is None:
-            continue
-        try:
-            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
-        except RegistryError:
-            continue
+    for revision in await registry.dependencies(manifest.dependencies.values()):
         dependency = revision.manifest
         if isinstance(dependency, DerivedManifest):
             if depth < 16:  # registration refuses cycles; this bounds a corrupt registry

@@ -145,6 +145,22 @@ class DatasetRegistry:
         log.info("registered %s/%s (%s) as %s", namespace, name, parsed.hash[:12], version or "dev")
         return parsed, version
 
+    async def dependencies(self, references: Any) -> list[Revision]:
+        """The revisions `references` (`ns/name@revision` strings: a derived manifest's
+        dependencies) name, in order; those the registry does not have are left out."""
+        from ampd.sql.references import parse_reference
+
+        found = []
+        for reference in references:
+            parsed = parse_reference(reference)
+            if parsed is None or parsed.revision is None:
+                continue
+            try:
+                found.append(await self.resolve(parsed.namespace, parsed.name, parsed.revision))
+            except RegistryError:
+                continue
+        return found
+
     async def resolve(self, namespace: str, name: str, revision: str) -> Revision:
         """The manifest of `namespace/name@revision`; raises RegistryError(DATASET_NOT_FOUND)."""
         check_name(namespace, name)

@@ -170,22 +170,13 @@ def _headers_only(manifest: DerivedManifest) -> DerivedManifest:
 async def raw_ancestor(db: MetadataDb, manifest: DerivedManifest, depth: int = 0) -> str | None:
     """`ns/name@hash` of the first raw dataset among the dependencies, their dependencies'
     and so on (the one whose blocks give a derived dataset over derived ones its headers)."""
-    from ampd.datasets.registry import DatasetRegistry, RegistryError
+    from ampd.datasets.registry import DatasetRegistry
 
-    registry = DatasetRegistry(db)
-    for reference in manifest.dependencies.values():
-        parsed = parse_reference(reference)
-        if parsed is None or parsed.revision is None:
-            continue
-        try:
-            revision = await registry.resolve(parsed.namespace, parsed.name, parsed.revision)
-        except RegistryError:
-            continue
-        if isinstance(revision.manifest, DerivedManifest):
-            if depth < 16:  # registration refuses cycles; this bounds a corrupt registry
-                found = await raw_ancestor(db, revision.manifest, depth + 1)
-                if found is not None:
-                    return found
-            continue
-        return f"{parsed.namespace}/{parsed.name}@{revision.manifest_hash}"
+    for revision in await DatasetRegistry(db).dependencies(manifest.dependencies.values()):
+        if not isinstance(revision.manifest, DerivedManifest):
+            return f"{revision.namespace}/{revision.name}@{revision.manifest_hash}"
+        if depth < 16:  # registration refuses cycles; this bounds a corrupt registry
+            found = await raw_ancestor(db, revision.manifest, depth + 1)
+            if found is not None:
+                return found
     return None
