@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,6 +237,28 @@ def test_a_finalized_only_dataset_streams_final_blocks_only(chain, rpc_dump, tmp
         streams = [r for method, r in server.requests if method == "Blocks"]
         assert streams and all(r.final_blocks_only for r in streams)
     assert json.loads(result.stdout)["rows"]["blocks"] == rpc_dump["blocks"].num_rows
+
+
+def test_a_stalled_stream_is_opened_again_from_its_cursor(chain, rpc_dump, tmp_path):
+    """A server that keeps the stream open but stops sending: after AMP_FIREHOSE_IDLE_SECS
+    the chunk's stream is opened again from its cursor, and the output is the same."""
+    with FirehoseServer(chain.blocks, token=TOKEN) as server:
+        server.message_delay = 3.0  # the first stream sends nothing for 3 s (idle limit 0.5 s)
+
+        def unstall() -> None:
+            while server.blocks_calls < 2:
+                time.sleep(0.01)
+            server.message_delay = 0.0
+
+        thaw = threading.Thread(target=unstall, daemon=True)
+        thaw.start()
+        _, tables = dump_firehose(
+            tmp_path, server.url, chain.head, "--processes", "0",
+            env={"AMP_FIREHOSE_IDLE_SECS": "0.5", "AMP_EXTRACT_CHUNKS_IN_FLIGHT": "1"},
+        )  # fmt: skip
+        thaw.join(5)
+        assert server.blocks_calls >= 2, "the stalled stream was opened again"
+    assert_same(tables["blocks"], rpc_dump["blocks"], skip=("requests_hash",))
 
 
 def test_a_wrong_token_fails_at_once_without_retries(chain, tmp_path):

@@ -82,7 +82,9 @@ class FirehoseClient:
     with each further failure up to `backoff_cap`; `max_attempts` attempts in a row without
     progress (None: no limit) end in FirehoseRetriesExhaustedError. `call_timeout` is the
     deadline of each Fetch call and of the head's stream. `root_certificates` (PEM) replaces
-    the system's roots for TLS.
+    the system's roots for TLS. `idle_timeout`: a stream with a stop block that sends
+    nothing for that long is taken as stalled and opened again from its cursor (a server
+    still connected but no longer sending is not noticed otherwise).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class FirehoseClient:
         max_attempts: int | None = 20,
         call_timeout: float = 30.0,
         root_certificates: bytes | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be None or >= 1")
@@ -109,6 +112,7 @@ class FirehoseClient:
         self._backoff_base = backoff_base
         self._backoff_cap = max(backoff_cap, backoff_base)
         self._call_timeout = call_timeout
+        self._idle_timeout = idle_timeout
         self._root_certificates = root_certificates
         self._metadata = (("authorization", f"bearer {token}"),) if token else ()
         self._methods: _Methods | None = None
@@ -214,11 +218,15 @@ class FirehoseClient:
             call = self._open().blocks(request, metadata=self._metadata, timeout=timeout)
             code: grpc.StatusCode | None = None
             try:
+                idle = self._idle_timeout if stop else None  # a following stream may wait
                 while True:
                     try:
-                        raw = await call.read()
+                        raw = await asyncio.wait_for(call.read(), idle)
                     except grpc.aio.AioRpcError as e:
                         code, problem = self._classify(e)
+                        break
+                    except TimeoutError:
+                        code, problem = None, f"no answer for {idle:g}s: the stream stalled"
                         break
                     except asyncio.CancelledError:
                         self._raise_if_closed()

@@ -60,7 +60,8 @@ class FirehosePool:
                 resolved.token,
                 display_url=provider.display_url,
                 max_attempts=max_attempts,
-                backoff_base=_retry_secs(),
+                backoff_base=_seconds("AMP_FIREHOSE_RETRY_SECS", 5.0, 60),
+                idle_timeout=_seconds("AMP_FIREHOSE_IDLE_SECS", 60.0, 3600) or None,
             )
             self.clients.append((provider.name, client))
         self._turn = itertools.cycle(range(len(self.clients)))
@@ -148,18 +149,20 @@ async def _stream_range(
     return blocks  # type: ignore[return-value]
 
 
-def _retry_secs() -> float:
-    """The first wait before a broken stream is opened again: 5 s as Amp, or
-    AMP_FIREHOSE_RETRY_SECS (it doubles with each failure in a row, up to 60 s)."""
-    raw = os.environ.get("AMP_FIREHOSE_RETRY_SECS")
+def _seconds(var: str, default: float, most: float) -> float:
+    """Seconds from `var`, else `default`: AMP_FIREHOSE_RETRY_SECS is the first wait before a
+    broken stream is opened again (5 s as Amp; it doubles with each failure in a row, up to
+    60 s), AMP_FIREHOSE_IDLE_SECS how long a chunk's stream may send nothing before it is
+    taken as stalled and opened again (60 s; 0: no limit)."""
+    raw = os.environ.get(var)
     if not raw:
-        return 5.0
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 60:
-        raise ValueError(f"invalid AMP_FIREHOSE_RETRY_SECS={raw!r}: expected seconds, 0 to 60")
+    if not 0 <= value <= most:
+        raise ValueError(f"invalid {var}={raw!r}: expected seconds, 0 to {most:g}")
     return value
 
 
