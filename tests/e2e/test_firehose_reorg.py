@@ -136,21 +136,6 @@ def env(tmp_path: Path, pg_cluster: ManagedPostgres, fork: Fork) -> Iterator[dic
         drop_database(pg_cluster, url)
 
 
-def committed_to(cluster: Cluster, manifest_hash: str) -> int:
-    """The last block of the contiguous committed `blocks` prefix from block 0 (-1 if none)."""
-    spans = sorted(
-        (f["start_block"], f["end_block"])
-        for f in cluster.committed_files(manifest_hash)
-        if f["table"] == "blocks"
-    )
-    last = -1
-    for start, end in spans:
-        if start != last + 1:
-            break
-        last = end
-    return last
-
-
 def committed_blocks(cluster: Cluster, manifest_hash: str) -> list[tuple[int, bytes]]:
     """(block_num, hash) of every committed `blocks` row, in block order."""
     table = cluster.read_table(manifest_hash, "blocks")
@@ -166,7 +151,7 @@ def wait_for_chain(
 ) -> None:
     cluster.wait_until(
         lambda: (
-            committed_to(cluster, manifest_hash) >= want[-1][0]
+            cluster.committed_to(manifest_hash) >= want[-1][0]
             and committed_blocks(cluster, manifest_hash) == want
         ),
         timeout=90,

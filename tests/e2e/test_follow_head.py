@@ -33,25 +33,10 @@ def cluster(tmp_path: Path, pg_cluster: ManagedPostgres, anvil: Anvil) -> Iterat
     drop_database(pg_cluster, url)
 
 
-def committed_to(cluster: Cluster, manifest_hash: str) -> int:
-    """The last block of the contiguous committed prefix from block 0 (-1 if none)."""
-    spans = sorted(
-        (f["start_block"], f["end_block"])
-        for f in cluster.committed_files(manifest_hash)
-        if f["table"] == "blocks"
-    )
-    last = -1
-    for start, end in spans:
-        if start != last + 1:
-            break
-        last = end
-    return last
-
-
 def wait_committed(cluster: Cluster, manifest_hash: str, block: int, timeout: float = 30) -> float:
     began = time.monotonic()
     cluster.wait_until(
-        lambda: committed_to(cluster, manifest_hash) >= block,
+        lambda: cluster.committed_to(manifest_hash) >= block,
         timeout=timeout,
         what=f"block {block} committed",
     )
@@ -71,7 +56,7 @@ def test_blocks_mined_after_deploy_are_committed_within_3s(cluster: Cluster, anv
         delays.append(wait_committed(cluster, manifest_hash, mined, timeout=30))
     assert max(delays) < 3.0, f"commit delays after mining: {delays}"
     assert cluster.job(job_id)["status"] == "RUNNING"
-    assert_exact_output(cluster, manifest_hash, 0, committed_to(cluster, manifest_hash))
+    assert_exact_output(cluster, manifest_hash, 0, cluster.committed_to(manifest_hash))
     tails = [s for s in cluster.segments(job_id) if s["end_block"] is None]
     assert len(tails) == 1, "a continuous job has exactly one open tail segment"
 
@@ -87,7 +72,7 @@ def test_finalized_only_follows_the_finalized_tag(cluster: Cluster, anvil: Anvil
     assert finalized == head - 64
     wait_committed(cluster, manifest_hash, finalized)
     time.sleep(1.0)  # several polls: it must not go past the finalized block
-    assert committed_to(cluster, manifest_hash) == finalized
+    assert cluster.committed_to(manifest_hash) == finalized
     assert_exact_output(cluster, manifest_hash, 0, finalized)
 
 

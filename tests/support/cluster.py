@@ -255,6 +255,21 @@ class Cluster:
             for t, p, s, e, n in rows
         ]
 
+    def committed_to(self, manifest_hash: str) -> int:
+        """The last block of the contiguous committed `blocks` prefix from block 0 (-1 if
+        none)."""
+        spans = sorted(
+            (f["start_block"], f["end_block"])
+            for f in self.committed_files(manifest_hash)
+            if f["table"] == "blocks"
+        )
+        last = -1
+        for start, end in spans:
+            if start != last + 1:
+                break
+            last = end
+        return last
+
     def read_table(self, manifest_hash: str, table: str) -> pa.Table:
         files = [f for f in self.committed_files(manifest_hash) if f["table"] == table]
         data_dir = str(self.settings.get("data_dir", ""))

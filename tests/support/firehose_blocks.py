@@ -342,7 +342,7 @@ def build_blocks(url: str, start: int, end: int, **kwargs: Any) -> list[pb.Block
 # --- block files: length-delimited serialized Blocks ---
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -361,7 +361,7 @@ def save_blocks(
     with open(target, "ab" if append else "wb") as out:
         for block in blocks:
             data = block if isinstance(block, bytes) else block.SerializeToString()
-            out.write(_varint(len(data)) + data)
+            out.write(varint(len(data)) + data)
             n += 1
     if not append:
         target.replace(path)

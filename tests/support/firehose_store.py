@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from ampd.providers.firehose.proto import ethereum_pb2, firehose_pb2
 
+from .firehose_blocks import varint
+
 BLOCK_TYPE_URL = "type.googleapis.com/" + ethereum_pb2.Block.DESCRIPTOR.full_name
 STEP_NEW, STEP_UNDO, STEP_FINAL = (
     firehose_pb2.STEP_NEW,
@@ -30,23 +32,14 @@ STEP_NEW, STEP_UNDO, STEP_FINAL = (
 )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 Tip = tuple[int, bytes]  # a client's last block: (number, hash)
 
-_STEP_FIELDS = {step: _varint(6 << 3) + _varint(step) for step in (STEP_NEW, STEP_UNDO, STEP_FINAL)}
+_STEP_FIELDS = {step: varint(6 << 3) + varint(step) for step in (STEP_NEW, STEP_UNDO, STEP_FINAL)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
+from typing import TypeVar
 
 import grpc
 
@@ -36,6 +37,8 @@ from ampd.providers.kinds import SourceKind
 __all__ = ["KIND", "FirehosePool", "FirehoseSourceError"]
 
 log = get_logger("providers.firehose")
+
+T = TypeVar("T")
 
 
 class FirehoseSourceError(SourceError):
@@ -82,41 +85,42 @@ class FirehosePool:
 
     async def blocks(self, numbers: Sequence[int]) -> list[ethereum_pb2.Block]:
         """The blocks `numbers` (consecutive), from the first provider that gives them."""
-        failures = []
-        for name, client in self._order():
-            try:
-                return await _stream_range(client, numbers[0], numbers[-1], self.final)
-            except FirehoseAuthError as exc:
-                raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
-            except FirehoseError as exc:
-                log.warning("provider '%s': blocks %d..%d: %s", name, numbers[0], numbers[-1], exc)
-                failures.append(f"provider '{name}': {exc}")
-        raise FirehoseSourceError("; ".join(failures))
+        first, last = numbers[0], numbers[-1]
+        return await self._in_turn(
+            lambda client: _stream_range(client, first, last, self.final),
+            f"blocks {first}..{last}",
+        )
 
     async def head(self, finalized: bool) -> int:
-        failures = []
-        for name, client in self._order():
-            try:
-                return await client.head(final=finalized)
-            except FirehoseAuthError as exc:
-                raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
-            except FirehoseError as exc:
-                failures.append(f"provider '{name}': {exc}")
-        raise FirehoseSourceError("; ".join(failures))
+        return await self._in_turn(lambda client: client.head(final=finalized))
 
     async def header(self, number: int) -> BlockHeader | None:
+        async def fetch(client: FirehoseClient) -> BlockHeader | None:
+            try:
+                block = await client.fetch_block(number)
+            except FirehoseError as exc:
+                if exc.code is grpc.StatusCode.NOT_FOUND:
+                    return None  # not a block of this chain (any more)
+                raise
+            return block_headers([block])[0]
+
+        return await self._in_turn(fetch)
+
+    async def _in_turn(
+        self, call: Callable[[FirehoseClient], Awaitable[T]], what: str | None = None
+    ) -> T:
+        """`call` on each provider in turn until one answers; a refused token ends it at
+        once, and when every provider failed, the error names each one's failure."""
         failures = []
         for name, client in self._order():
             try:
-                block = await client.fetch_block(number)
+                return await call(client)
             except FirehoseAuthError as exc:
                 raise FirehoseSourceError(f"provider '{name}': {exc}") from exc
             except FirehoseError as exc:
-                if exc.code is grpc.StatusCode.NOT_FOUND:
-                    return None
+                if what is not None:
+                    log.warning("provider '%s': %s: %s", name, what, exc)
                 failures.append(f"provider '{name}': {exc}")
-                continue
-            return block_headers([block])[0]
         raise FirehoseSourceError("; ".join(failures))
 
 
