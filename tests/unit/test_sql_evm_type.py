@@ -321,3 +321,30 @@ def test_column_and_row_decoders_agree_on_every_width() -> None:
                 if row[0] == "value":
                     row = ("value", int(row[1]))
                 assert row == numpy_path, (t.name, raw)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_int256_text_at_the_64_bit_edges(signed: bool) -> None:
+    """256-bit words become text through a 64-bit path when every valid one fits and through
+    decimals otherwise: each value next to the edges is its exact decimal text either way,
+    and a row that is not valid is NULL whatever its bytes."""
+    from ampd.sql.functions.words import int_text
+
+    if signed:
+        edges = [0, 1, -1, (1 << 63) - 1, -(1 << 63), 1 << 63, -(1 << 63) - 1, (1 << 255) - 1]
+        edges += [-(1 << 255), 10**38, -(10**38)]
+    else:
+        edges = [0, 1, (1 << 64) - 1, 1 << 64, (1 << 63), 10**38, (1 << 256) - 1]
+
+    def words_of(values: list[int]) -> np.ndarray:
+        raw = b"".join(v.to_bytes(32, "big", signed=signed) for v in values)
+        return np.frombuffer(raw, np.uint8).reshape(len(values), 32)
+
+    for value in edges:
+        # Alone, with a small neighbour, and as the row that is not valid.
+        got = int_text(words_of([value, 7]), signed, np.array([True, True]))
+        assert got.to_pylist() == [str(value), "7"]
+        masked = int_text(words_of([7, value]), signed, np.array([True, False]))
+        assert masked.to_pylist() == ["7", None]
+    every = int_text(words_of(edges), signed, np.ones(len(edges), bool))
+    assert every.to_pylist() == [str(v) for v in edges]

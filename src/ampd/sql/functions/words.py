@@ -153,8 +153,13 @@ def _decode_int(words: np.ndarray, t: SolType, valid: np.ndarray) -> pa.Array:
 
 
 def int_text(words: np.ndarray, signed: bool, valid: np.ndarray) -> pa.Array:
-    """256-bit words as decimal text. Values that fit a Decimal128 (nearly all real ones)
-    go through Arrow's decimal formatting; the rest through Python integers."""
+    """256-bit words as decimal text. When every value fits 64 bits (amounts, counters and
+    ids nearly always do) they go through Arrow's integer formatting, twice as fast as its
+    decimal one; else values that fit a Decimal128 go through that, and the rest through
+    Python integers."""
+    small = _int64_text(words, signed, valid)
+    if small is not None:
+        return small
     limbs = _limbs(words, 0, 32)
     if signed:
         negative = limbs[:, 2] >> np.uint64(63) == 1
@@ -176,6 +181,26 @@ def int_text(words: np.ndarray, signed: bool, valid: np.ndarray) -> pa.Array:
         at = row + 1
     pieces.append(text.slice(at))
     return pa.concat_arrays(pieces)
+
+
+def _int64_text(words: np.ndarray, signed: bool, valid: np.ndarray) -> pa.Array | None:
+    """The words as text through uint64 (int64 when `signed`), or None when a valid word
+    does not fit: its top 24 bytes are not all zero (all 0xFF with the sign bit set, for a
+    negative int)."""
+    lanes = np.ascontiguousarray(words).view(np.uint64)  # 4 native lanes a word
+    low = lanes[:, 3].byteswap()
+    high = lanes[:, :3]
+    if signed:
+        negative = (low >> np.uint64(63)).astype(bool)
+        fill = np.where(negative, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
+        fits = (high == fill[:, None]).all(axis=1)
+        values = pa.Array.from_buffers(pa.int64(), len(low), [validity(valid), pa.py_buffer(low)])
+    else:
+        fits = ~(high[:, 0] | high[:, 1] | high[:, 2]).astype(bool)
+        values = pa.Array.from_buffers(pa.uint64(), len(low), [validity(valid), pa.py_buffer(low)])
+    if not fits[valid].all():
+        return None
+    return pc.cast(values, pa.string())
 
 
 def decode_words(words: np.ndarray, t: SolType, valid: np.ndarray) -> pa.Array:
