@@ -241,6 +241,62 @@ async def test_row_groups_are_capped_and_memory_bounded(store, pairs):
     assert meta.num_rows == 200
 
 
+async def test_row_groups_encoded_in_the_background(store, pairs):
+    """With row_group_rows, each write that leaves that many rows buffered starts a row
+    group on a thread and returns before it is written; the file holds every row, in
+    order, in one row group per such write."""
+    blocks = chain(pairs, 1, 12)
+    w = writer(store, settings=WriterSettings(row_group_rows=10))  # 5 transactions a block
+    started = []
+    for i in range(0, 12, 2):
+        part = blocks[i : i + 2]
+        await w.write(convert(part)["transactions"], block_headers(part))
+        started.append(w._flushing is not None)
+        assert w._file.buffered_rows == 0  # handed to the row group in flight
+    assert all(started)
+    closed = await w.close_file()
+    meta = pq.ParquetFile(store.local_path(closed.key)).metadata
+    assert meta.num_row_groups == 6
+    back = read(store, closed)
+    assert back.column("block_num").to_pylist() == [n for n in range(1, 13) for _ in range(5)]
+    assert closed.rows == meta.num_rows == 60
+
+
+async def test_a_failed_background_row_group_fails_the_next_write(store, pairs):
+    """An error writing a background row group is not lost: the next write raises it
+    (and the file is never handed out as if complete); abort still cleans up."""
+    blocks = chain(pairs, 1, 4)
+    w = writer(store, settings=WriterSettings(row_group_rows=1))
+    await w.write(convert(blocks[:1])["transactions"], block_headers(blocks[:1]))
+    await w._wait_idle()
+    w._file.sink.close()  # the staging file goes away under the writer
+    await w.write(convert(blocks[1:2])["transactions"], block_headers(blocks[1:2]))
+    await w._wait_idle()  # that row group fails on its thread
+    with pytest.raises(Exception, match="closed"):
+        await w.write(convert(blocks[2:3])["transactions"], block_headers(blocks[2:3]))
+    staging = w._file.path
+    await w.abort()
+    assert not staging.exists() and await store.list() == []
+
+
+async def test_a_failed_background_row_group_fails_the_close(store, pairs):
+    blocks = chain(pairs, 1, 2)
+    w = writer(store, settings=WriterSettings(row_group_rows=1))
+    await w.write(convert(blocks[:1])["transactions"], block_headers(blocks[:1]))
+    await w._wait_idle()
+    w._file.sink.close()
+    await w.write(convert(blocks[1:])["transactions"], block_headers(blocks[1:]))
+    with pytest.raises(Exception, match="closed"):
+        await w.close_file()
+    await w.abort()
+    assert await store.list() == []
+
+
+def test_row_group_rows_must_be_positive():
+    with pytest.raises(ValueError, match="row_group_rows"):
+        WriterSettings(row_group_rows=0)
+
+
 async def test_rollover_by_interval_only_with_rows(store, pairs):
     now = [1000.0]
     w = writer(store, "logs", WriterSettings(flush_interval_secs=60), clock=lambda: now[0])

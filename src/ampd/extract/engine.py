@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -185,6 +185,9 @@ async def extract_range(
     chunks = source
     tuning = tuning or Tuning()
     settings = target.settings()
+    eager = getattr(source, "row_group_rows", None)  # a source whose chunks are large
+    if eager is not None:
+        settings = replace(settings, row_group_rows=eager)
     writers = {
         table: TableWriter(
             target.store, target.location(table), schema, target.network, settings, end_block=end
@@ -220,10 +223,9 @@ async def extract_range(
             batches, headers = chunk.batches, chunk.headers
             log.debug("fetched blocks %d..%d", headers[0].number, headers[-1].number)
             parent = _check_chain(headers, parent)
-            for table, writer in writers.items():
-                result = await writer.write(batches[table], headers)
-                if result is not None:
-                    group.files.append(result)
+            # The tables at once: their encoding and store work overlaps on threads.
+            await _each((w.write(batches[t], headers) for t, w in writers.items()), group.files)
+            for table in writers:
                 rows[table] += batches[table].num_rows
             sizer.record(len(headers), sum(batch.num_rows for batch in batches.values()))
             done_blocks += len(headers)
@@ -279,7 +281,8 @@ async def _produce(
     bounded queue limits how many are in flight."""
     assert bounds.first_unrequested is not None
     cursor = bounds.first_unrequested
-    align = getattr(source, "chunk_end", None)  # a source that prefers its own chunk ends
+    # A source that prefers its own chunk ends, unless a fixed chunk size was asked for.
+    align = getattr(source, "chunk_end", None) if sizer.fixed is None else None
     while cursor <= bounds.end and not (stop is not None and stop.is_set()):
         last = cursor + sizer.next(bounds.end - cursor + 1) - 1
         if align is not None:
@@ -322,11 +325,7 @@ async def _commit_group(
 ) -> int:
     """Close the other writers at the same block, then commit the group."""
     tables_closed = {f.table for f in group.files}
-    for table, writer in writers.items():
-        if table not in tables_closed:
-            result = await writer.close_file()
-            if result is not None:
-                group.files.append(result)
+    await _each((w.close_file() for t, w in writers.items() if t not in tables_closed), group.files)
     if not group.files:
         return committed
     closed = sorted(group.files, key=lambda f: list(target.schemas).index(f.table))
@@ -344,6 +343,31 @@ async def _commit_group(
         raise
     group.files, group.committing = [], False
     return closed[0].end_block
+
+
+async def _each(calls: Iterable[Awaitable[ClosedFile | None]], closed: list[ClosedFile]) -> None:
+    """Run the writers' `calls` at once and add the files they closed to `closed`, in
+    order, even when one of them fails (a closed file is in the store: the clean-up must
+    know of it). Every call has ended when this returns or raises: the first error is
+    raised after the others end, and a cancellation cancels them all and waits for them."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(asyncio.wait(tasks))
+        raise
+    finally:
+        closed += [t.result() for t in tasks if t.done() and not t.cancelled()
+                   and t.exception() is None and t.result() is not None]  # fmt: skip
+    for task in tasks:
+        if task.cancelled():
+            raise asyncio.CancelledError
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 async def _clean_up(

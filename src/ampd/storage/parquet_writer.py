@@ -77,6 +77,11 @@ class WriterSettings:
     max_row_group_bytes: int = 512 * MiB
     max_file_bytes: int = 2 * GiB
     flush_interval_secs: float = 600.0
+    # None: a file's rows are encoded when it closes (one row group, unless past
+    # max_row_group_bytes). A number: once a write leaves at least this many rows
+    # buffered, they are encoded as a row group in the background, while the caller makes
+    # its next batch (what a derived dataset's chunks, tens of thousands of rows, use).
+    row_group_rows: int | None = None
 
     def __post_init__(self) -> None:
         parse_compression(self.compression)
@@ -84,6 +89,8 @@ class WriterSettings:
             raise ValueError("max_row_group_bytes and max_file_bytes must be positive")
         if self.flush_interval_secs <= 0:
             raise ValueError("flush_interval_secs must be positive")
+        if self.row_group_rows is not None and self.row_group_rows <= 0:
+            raise ValueError("row_group_rows must be positive")
 
     @classmethod
     def from_config(cls, writer: Any) -> "WriterSettings":
@@ -148,16 +155,25 @@ class _OpenFile:
         self.rows = 0
         self.buffer: list[pa.RecordBatch] = []
         self.buffered_bytes = 0
+        self.buffered_rows = 0
+        self.flushing_bytes = 0  # handed to a background row group, not yet written
         self.flushed_arrow_bytes = 0
+        self.written_bytes = 0  # the sink's size after the last row group
         self.finished = False  # footer written; only the put into the store is left
         self.footer = b""  # the footer's bytes, read back from the staging file
         self.stored: tuple[str, int] | None = None  # (key, size) once the put succeeded
 
     def estimated_bytes(self) -> int:
-        written = self.sink.tell()
+        written = self.written_bytes
         # Scale the unencoded buffer by the compression seen so far (1:1 before any).
         ratio = written / self.flushed_arrow_bytes if self.flushed_arrow_bytes else 1.0
-        return written + int(self.buffered_bytes * ratio)
+        return written + int((self.buffered_bytes + self.flushing_bytes) * ratio)
+
+    def take_buffer(self) -> tuple[list[pa.RecordBatch], int]:
+        """The buffered batches and their bytes, leaving the buffer empty."""
+        batches, nbytes = self.buffer, self.buffered_bytes
+        self.buffer, self.buffered_bytes, self.buffered_rows = [], 0, 0
+        return batches, nbytes
 
 
 class TableWriter:
@@ -186,6 +202,7 @@ class TableWriter:
         self._file: _OpenFile | None = None
         self._previous: Block | None = None  # last block written, across files
         self._busy: asyncio.Task[Any] | None = None  # the file work in flight, if any
+        self._flushing: asyncio.Future[None] | None = None  # a background row group
 
     @property
     def table(self) -> str:
@@ -230,6 +247,7 @@ class TableWriter:
             return None
         self._check_blocks(blocks)
         rows = self._check_batch(batch, blocks)
+        self._raise_failed_flush()
         if self._file is None:
             await self._exclusive(self._open_file, blocks[0])
         f = self._file
@@ -239,8 +257,12 @@ class TableWriter:
                 f.buffer.append(b)
                 f.buffered_bytes += b.nbytes
             f.rows += rows
+            f.buffered_rows += rows
+            eager = self.settings.row_group_rows
             if f.buffered_bytes >= self.settings.max_row_group_bytes:
                 await self._exclusive(asyncio.to_thread, self._flush_row_group, f)
+            elif eager is not None and f.buffered_rows >= eager:
+                await self._flush_in_background(f)
         f.last = blocks[-1]
         self._previous = blocks[-1]
         if (
@@ -256,6 +278,7 @@ class TableWriter:
         file is open. On failure the staging file stays until `abort`; if the caller is
         cancelled, the work in flight finishes and `abort` deletes what it left."""
         await self._wait_idle()
+        self._raise_failed_flush()
         f = self._file
         if f is None:
             return None
@@ -299,6 +322,25 @@ class TableWriter:
             if not busy.cancelled():
                 busy.exception()  # seen: a cancelled caller's failure is not news to anyone
 
+    async def _flush_in_background(self, f: _OpenFile) -> None:
+        """Encode the buffered rows as a row group on a thread, not waiting for it: the
+        next file work waits (`_wait_idle`), and the next write or close raises its error."""
+        await self._wait_idle()
+        self._raise_failed_flush()
+        batches, nbytes = f.take_buffer()
+        f.flushing_bytes = nbytes
+        self._busy = self._flushing = asyncio.ensure_future(
+            asyncio.to_thread(self._write_row_group, f, batches, nbytes)
+        )
+
+    def _raise_failed_flush(self) -> None:
+        flushing = self._flushing
+        if flushing is None or not flushing.done():
+            return
+        self._flushing = None
+        if not flushing.cancelled() and flushing.exception() is not None:
+            raise flushing.exception()  # type: ignore[misc]
+
     async def _open_file(self, first: Block) -> None:
         self._file = await asyncio.to_thread(self._open, first)
 
@@ -339,12 +381,14 @@ class TableWriter:
         return _OpenFile(staging, writer, sink, file_name(first.number), first, self._clock())
 
     def _flush_row_group(self, f: _OpenFile) -> None:
-        if not f.buffer:
-            return
-        table = pa.Table.from_batches(f.buffer, schema=self.schema)
-        f.writer.write_table(table)
-        f.flushed_arrow_bytes += f.buffered_bytes
-        f.buffer, f.buffered_bytes = [], 0
+        if f.buffer:
+            self._write_row_group(f, *f.take_buffer())
+
+    def _write_row_group(self, f: _OpenFile, batches: list[pa.RecordBatch], nbytes: int) -> None:
+        f.writer.write_table(pa.Table.from_batches(batches, schema=self.schema))
+        f.flushed_arrow_bytes += nbytes
+        f.written_bytes = f.sink.tell()
+        f.flushing_bytes = 0
 
     def _finish(self, f: _OpenFile, meta: FileMetadata) -> None:
         if f.finished:  # a retry after a failed put
