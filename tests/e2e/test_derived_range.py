@@ -108,3 +108,61 @@ def test_block_num_goes_first_in_the_top_level_select():
     )
     with pytest.raises(ValueError):
         with_block_num("VALUES (1)")
+
+
+async def test_tables_reading_one_dependency_table_read_the_columns_they_name(env: dict):
+    """Two tables over eth.logs read it once, projected to the columns they name (one of
+    them quoted); a third that selects * gets every column; each equals the node's rows."""
+    anvil = env["anvil"]
+    logs = {
+        "sql": "SELECT block_num, tx_hash, log_index, address FROM eth.logs WHERE log_index % 2 = 0",
+        "fields": [field("_block_num", "UInt64"), field("block_num", "UInt64"),
+                   field("tx_hash", {"FixedSizeBinary": 32}), field("log_index", "UInt32"),
+                   field("address", {"FixedSizeBinary": 20})],
+    }  # fmt: skip
+    quoted = {
+        "sql": 'SELECT "block_num", "address" FROM eth.logs WHERE log_index % 2 = 0',
+        "fields": [field("_block_num", "UInt64"), field("block_num", "UInt64"),
+                   field("address", {"FixedSizeBinary": 20})],
+    }  # fmt: skip
+    manifest = {**MANIFEST, "functions": {}, "tables": {
+        name: {"input": {"sql": t["sql"]}, "schema": {"arrow": {"fields": t["fields"]}}}
+        for name, t in (("named", logs), ("quoted", quoted))
+    }}  # fmt: skip
+    async with MetadataDb(env["url"], pool_size=2) as db:
+        snapshot = await Catalog(db, str(env["cluster"].data_dir)).snapshot()
+        deps = {"eth": snapshot.schemas["test/chain@1.0.0"]}
+        everything = deps["eth"].schema("logs")
+        star = {"input": {"sql": "SELECT * FROM eth.logs WHERE log_index % 2 = 0"},
+                "schema": {"arrow": {"fields": [
+                    field(f.name, _arrow_json(f.type), f.nullable) for f in everything
+                ]}}}  # fmt: skip
+        chunk = evaluate_range(parse_derived(manifest), deps, snapshot, 3, 17)
+        with_star = evaluate_range(
+            parse_derived({**manifest, "tables": {**manifest["tables"], "star": star}}),
+            deps, snapshot, 3, 17,
+        )  # fmt: skip
+    want = node_even_logs(anvil, 3, 17)
+    assert want
+    for result in (chunk, with_star):
+        named = result.batches["named"]
+        got = list(zip(*(named.column(c).to_pylist() for c in
+                         ("block_num", "tx_hash", "log_index", "address")), strict=True))  # fmt: skip
+        assert got == want
+        q = result.batches["quoted"]
+        assert list(zip(q.column("block_num").to_pylist(), q.column("address").to_pylist(),
+                        strict=True)) == [(r[0], r[3]) for r in want]  # fmt: skip
+    all_columns = with_star.batches["star"]
+    assert all_columns.schema.names == everything.names
+    assert all_columns.column("tx_hash").to_pylist() == [r[1] for r in want]
+
+
+def _arrow_json(t) -> object:  # noqa: ANN001
+    """The manifest's JSON for the Arrow types of the logs table."""
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_binary(t):
+        return {"FixedSizeBinary": t.byte_width}
+    if pa.types.is_timestamp(t):
+        return {"Timestamp": ["Nanosecond", t.tz]}
+    return {pa.uint64(): "UInt64", pa.uint32(): "UInt32", pa.binary(): "Binary"}[t]

@@ -248,3 +248,20 @@ def test_dump_stops_cleanly_on_a_signal_during_start_up(tmp_path: Path, procs: l
     signal_at(proc, spawned, 0.05, signal.SIGTERM)
     assert proc.wait(60) == 0, proc.log()
     assert "dump stopped by a signal: no block written, 0..9 are not" in proc.log()
+
+
+# -- the process -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("keep", "disabled"), [(None, "0"), ("keep", "1")])
+def test_a_worker_runs_without_transparent_huge_pages(
+    keep: str | None, disabled: str, tmp_path: Path, db_url: str, procs: list[Proc]
+) -> None:
+    """Off unless AMP_TRANSPARENT_HUGE_PAGES=keep (runtime/memory.py), as the kernel
+    reports it in the process's status."""
+    env = {"AMP_TRANSPARENT_HUGE_PAGES": keep} if keep else None
+    proc = Proc(argv("worker", write_config(tmp_path, db_url)), tmp_path / "ampd.log", env=env)
+    procs.append(proc)
+    proc.wait_for_log(r"worker \S+ registered")
+    status = Path(f"/proc/{proc.popen.pid}/status").read_text()
+    assert f"THP_enabled:\t{disabled}" in status, status

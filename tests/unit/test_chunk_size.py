@@ -91,12 +91,72 @@ def test_a_sources_own_limits_replace_the_nodes():
     assert s.next(1_000_000) == 250_000 * 2000 // 24_000
 
 
-def test_a_derived_source_ends_chunks_at_its_dependencies_file_ends():
-    from ampd.worker.derived_source import DerivedSource
+def test_a_derived_source_ends_chunks_after_whole_dependency_files():
+    from ampd.worker.derived_source import CHUNK_ROWS, DerivedSource
 
     source = DerivedSource.__new__(DerivedSource)
-    source._ends = [1563, 4048, 11557, 20001]
-    assert source.chunk_end(2, 2001) == 1563  # the last file end inside the chunk
-    assert source.chunk_end(1564, 3563) == 3563  # none inside: as proposed
-    assert source.chunk_end(4049, 20001) == 20001
-    assert source.chunk_end(4049, 15000) == 11557
+    third = CHUNK_ROWS // 3
+    # (end block, rows) of the files of the table read most.
+    source._files = [(1563, third), (4048, third), (11557, CHUNK_ROWS * 2), (20001, third)]
+    source._ends = [end for end, _ in source._files]
+    # Whole files while they fit CHUNK_ROWS; the sizer's proposal does not cut a file.
+    assert source.chunk_end(2, 2001) == 4048
+    assert source.chunk_end(1564, 1600) == 4048  # from inside a file: to its end, and on
+    assert source.chunk_end(4049, 4100) == 11557  # a file over the bound: alone
+    assert source.chunk_end(11558, 11600) == 20001
+    assert source.chunk_end(20002, 20500) == 20500  # past the files known: as proposed
+
+
+def test_a_derived_source_aligns_to_the_table_its_sql_reads_most():
+    from ampd.sql.catalog import CommittedFile, RevisionTables
+    from ampd.worker.derived_source import _driving_files
+
+    def files(*spans):
+        return tuple(CommittedFile(i, f"f{i}", a, b, rows) for i, (a, b, rows) in enumerate(spans))
+
+    deps = {
+        "raw": RevisionTables(
+            "h",
+            {
+                "blocks": files((0, 99, 100), (100, 199, 100)),
+                "logs": files((0, 149, 9000), (150, 199, 3000)),
+                "transactions": files((0, 49, 500), (50, 199, 1500)),
+            },
+        )
+    }
+    reads = {("raw", "logs"), ("raw", "transactions")}
+    assert _driving_files(deps, reads) == [(149, 9000), (199, 3000)]
+    assert _driving_files(deps, {("raw", "transactions")}) == [(49, 500), (199, 1500)]
+    # Reading none of them (headers only): the heaviest table of all.
+    assert _driving_files(deps, set()) == [(149, 9000), (199, 3000)]
+
+
+async def test_derived_evaluations_take_turns_lowest_block_first():
+    """At most `limit` at once, and a waiting chunk of lower blocks goes before later
+    ones whatever the order they asked in; a cancelled waiter leaves no trace."""
+    import asyncio
+
+    from ampd.worker.derived_source import _Turns
+
+    turns = _Turns(1)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def evaluate(first: int) -> None:
+        async with turns.turn(first):
+            order.append(first)
+            if first == 0:
+                await release.wait()
+
+    holder = asyncio.create_task(evaluate(0))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(evaluate(n)) for n in (300, 200, 100)]
+    cancelled = asyncio.create_task(evaluate(50))
+    await asyncio.sleep(0.01)
+    assert order == [0]  # one at a time
+    cancelled.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(holder, *later)
+    assert order == [0, 100, 200, 300]
+    assert cancelled.cancelled() and turns._waiting == [] and turns._running == 0

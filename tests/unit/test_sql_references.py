@@ -45,3 +45,31 @@ def test_resolve_fills_in_the_default_namespace() -> None:
     assert resolve("eth_rpc@2.0.0", known) is None
     assert resolve("ns/other", known) == "ns/other"
     assert resolve("l", known) is None
+
+
+def test_named_columns_names_what_a_query_may_read():
+    from ampd.sql.references import named_columns
+
+    sql = (
+        'SELECT block_num, "Mixed" AS m, evm_decode_log(topic1, topic2, topic3, data, '
+        "'Transfer(address indexed from)') FROM raw.logs -- topic9\n"
+        "WHERE topic0 = X'00' AND address /* other */ IS NOT NULL"
+    )
+    names = named_columns(sql)
+    assert names is not None
+    assert {
+        "block_num",
+        "Mixed",
+        "topic1",
+        "topic2",
+        "topic3",
+        "data",
+        "topic0",
+        "address",
+    } <= names
+    assert "topic9" not in names and "other" not in names and "transfer" not in names
+    # Columns it reads without naming them: all of them are assumed.
+    assert named_columns("SELECT * FROM raw.logs") is None
+    assert named_columns("SELECT l.* FROM raw.logs l") is None
+    assert named_columns("SELECT a FROM raw.logs NATURAL JOIN raw.blocks") is None
+    assert named_columns("SELECT gas * 2 FROM raw.transactions") is None  # a product: all

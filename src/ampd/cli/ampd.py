@@ -4,16 +4,18 @@ Exit codes: 0 after a graceful shutdown, 1 for an invalid configuration or any e
 operation (one line on stderr first), 2 for a command-line usage error.
 
 This module is the entry point: importing it means running `ampd`, so the first thing it
-does, before its heavy imports, is to take SIGINT / SIGTERM (see runtime/process_signals.py).
+does, before its heavy imports, is to take SIGINT / SIGTERM (see runtime/process_signals.py)
+and to turn transparent huge pages off (runtime/memory.py).
 """
 
 # ruff: noqa: E402 - the signal handler goes in before the other imports
 from __future__ import annotations
 
-from ampd.runtime import process_signals
+from ampd.runtime import memory, process_signals
 from ampd.runtime.exit import exit_now
 
 process_signals.install()
+memory.no_huge_pages()  # before the allocators of pyarrow and DataFusion load
 
 import asyncio
 import gc

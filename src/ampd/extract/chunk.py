@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["BlockHeader", "Chunk", "ChunkSource", "ConversionError", "SourceError"]
 
 
-@dataclass(frozen=True)
-class BlockHeader:
-    """What a Parquet file records about each block it covers."""
+class BlockHeader(NamedTuple):
+    """What a Parquet file records about each block it covers (a named tuple: made by
+    the ten thousand per chunk, three times cheaper than a frozen dataclass)."""
 
     number: int
     hash: str  # 0x hex

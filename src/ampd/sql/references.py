@@ -147,6 +147,22 @@ def words(sql: str) -> set[str]:
     return {m.group().lower() for m in _TOKEN.finditer(sql) if m.lastgroup == "word"}
 
 
+def named_columns(sql: str) -> set[str] | None:
+    """Every identifier `sql` names (a superset of the columns it reads: unquoted ones
+    lower-cased), or None when it may read columns it does not name: it has a `*` (a
+    wildcard, or a product: either way all columns are assumed) or a NATURAL join."""
+    names: set[str] = set()
+    for token in significant_tokens(sql):
+        kind = token.lastgroup
+        if kind == "other" and token.group() == "*":
+            return None
+        if kind == "word" and token.group().lower() == "natural":
+            return None
+        if kind in ("word", "quoted"):
+            names.add(_identifier(token))
+    return names
+
+
 def base_schema(schema: str) -> str:
     """The schema a reading was renamed from (itself if it was not)."""
     return schema.split(OCCURRENCE, 1)[0]

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ampd.metadb.jobs import JOB_ACTIONS_CHANNEL
 from ampd.metadb.segments import SegmentFence
 from ampd.metadb.workers import heartbeat, register, try_lock_node_id
 from ampd.sql.catalog import Catalog
+from ampd.sql.derived_range import warm_up
 from ampd.storage.store import open_store
 from ampd.worker.segment_run import SegmentInfo, SegmentRun, StopMode
 
@@ -122,6 +124,7 @@ class Worker:
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._listen_loop(), name="listen"),
                 asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                asyncio.create_task(self._warm_up(), name="warm-up"),
             ]
         finally:
             node_id_var.reset(token)
@@ -333,6 +336,18 @@ class Worker:
             run.request_stop(stop_mode)
         self.runs[info.id] = run
         run.task = asyncio.create_task(self._supervise(run), name=f"segment-{info.id}")
+
+    async def _warm_up(self) -> None:
+        """Ready what derived segments use, once, in the background: the SQL engine's first
+        evaluation (on a thread) and the listening catalog."""
+        began = time.monotonic()
+        try:
+            await asyncio.to_thread(warm_up)
+            await self.derived_catalog()
+        except Exception as exc:  # noqa: BLE001 - only an optimisation: the first chunks pay
+            log.warning("warming up the SQL engine failed: %s", exc)
+            return
+        log.debug("SQL engine warmed up in %.3f s", time.monotonic() - began)
 
     async def derived_catalog(self) -> Catalog:
         """The catalog this worker's derived segments read their dependencies from: one for
