@@ -837,13 +837,19 @@ JOINS = {
     # A semi join: the blocks with logs.
     "semi": 'SELECT block_num FROM "test/joins".blocks '
     'WHERE hash IN (SELECT block_hash FROM "test/joins".logs)',
+    # Two joins in top-level UNION ALL branches: each takes the rule for its own readings.
+    "union": 'SELECT c.block_num FROM "test/joins".blocks c '
+    'JOIN "test/joins".blocks p ON c.parent_hash = p.hash UNION ALL '
+    'SELECT t.block_num FROM "test/joins".blocks b '
+    'JOIN "test/joins".transactions t ON b.hash = t.block_hash',
 }
 
 
 def test_streaming_joins_send_every_joined_row_once(env: dict) -> None:
-    """Inner and semi joins stream (Amp's streaming-joins doc): over the backfill and the
-    microbatches that follow, each query receives exactly the rows the same query gives as
-    a batch query at the end, each once, in Amp's protocol."""
+    """Inner and semi joins stream (Amp's streaming-joins doc), alone and as UNION ALL
+    branches: over the backfill and the microbatches that follow, each query receives
+    exactly the rows the same query gives as a batch query at the end, each once, in Amp's
+    protocol."""
     cluster, anvil = env["cluster"], env["anvil"]
     cluster.register(
         name="joins", manifest={"kind": "evm-rpc", "network": "anvil", "start_block": 0}
@@ -865,6 +871,7 @@ def test_streaming_joins_send_every_joined_row_once(env: dict) -> None:
         expected = {name: batch(name) for name in JOINS}
         assert expected["self"] == list(range(1, new_head + 1))
         assert max(expected["cross"]) == new_head and max(expected["semi"]) == new_head
+        assert expected["union"] == sorted(expected["self"] + expected["cross"])
         for name, stream in streams.items():
             cluster.wait_until(
                 lambda s=stream, n=name: (
@@ -885,7 +892,11 @@ def test_streaming_joins_send_every_joined_row_once(env: dict) -> None:
     client = flight.connect(f"grpc://127.0.0.1:{env['port']}")
     for sql, expected_error in (
         (JOINS["cross"].replace("JOIN", "LEFT JOIN"), "non-incremental operation: Join(Left)"),
-        (JOINS["cross"] + ' UNION ALL SELECT block_num, tx_hash FROM "test/joins".logs', "UNION"),
+        (
+            f"SELECT block_num FROM ({JOINS['self']} UNION ALL "
+            'SELECT block_num FROM "test/joins".logs) u',
+            "only as top-level UNION ALL branches",
+        ),
     ):
         with pytest.raises(pa.ArrowInvalid, match=re.escape(expected_error)):
             client.get_flight_info(

@@ -132,12 +132,20 @@ def test_inner_and_semi_joins_are_incremental(ctx: SessionContext, sql: str) -> 
     assert has_joins(frame)
 
 
-def test_a_join_with_a_union_is_refused_for_streaming(ctx: SessionContext) -> None:
-    sql = "SELECT a.x FROM a JOIN b ON a.x = b.x UNION ALL SELECT x FROM b"
-    frame = ctx.sql(sql)
-    check_incremental(frame)  # Amp's rules allow it
-    with pytest.raises(QueryRuleError, match="a join and a UNION in one streaming query"):
-        check_streamable(frame, sql)
+def test_a_join_streams_in_top_level_union_all_branches_only(ctx: SessionContext) -> None:
+    joined = "SELECT a.x FROM a JOIN b ON a.x = b.x"
+    for sql in (f"{joined} UNION ALL SELECT x FROM b", f"SELECT x FROM b UNION ALL {joined}"):
+        frame = ctx.sql(sql)
+        check_incremental(frame)
+        check_streamable(frame, sql)  # each branch takes the join rule for its readings
+    for sql in (
+        f"SELECT x FROM ({joined} UNION ALL SELECT x FROM b) u",  # in a subquery
+        f"WITH j AS ({joined}) SELECT x FROM j UNION ALL SELECT x FROM b",  # after a WITH
+        f"{joined} INTERSECT SELECT x FROM b",
+    ):
+        frame = ctx.sql(sql)
+        with pytest.raises(QueryRuleError, match="only as top-level UNION ALL branches"):
+            check_streamable(frame, sql)
     unions = "SELECT x FROM a UNION ALL SELECT x FROM b"
     check_streamable(ctx.sql(unions), unions)  # a union without a join streams as it is
     assert not has_joins(ctx.sql("SELECT x FROM a UNION ALL SELECT x FROM b"))

@@ -46,3 +46,42 @@ def test_summed_over_the_parts_the_terms_give_the_whole_join_once():
         history |= part
     everything = {r: frozenset(range(1, 13)) for r in files}
     assert sorted(streamed) == sorted(join(everything))
+
+
+def test_a_union_all_of_joins_takes_the_rule_branch_by_branch():
+    """Summed over the parts, the branch terms give the union of the whole joins once; the
+    terms over all readings at once would send the other branch's old rows again."""
+    from ampd.sql.catalog import CatalogSnapshot, CommittedFile, RevisionTables
+    from ampd.sql.stream_joins import StreamJoin
+
+    ids = range(1, 9)
+    revision = RevisionTables(
+        "h", {t: tuple(CommittedFile(i, "", i, i, 1) for i in ids) for t in ("blocks", "logs")}
+    )
+    snapshot = CatalogSnapshot({"_/eth": revision})  # what `eth` names
+    sql = (
+        "SELECT c.x FROM eth.blocks c JOIN eth.blocks p ON c.x = p.x "
+        "UNION ALL SELECT l.x FROM eth.logs l JOIN eth.blocks b ON l.x = b.x"
+    )
+    join = StreamJoin.of(sql, snapshot)
+    assert join.branches == (
+        (("eth", "blocks"), ("eth#2", "blocks")),
+        (("eth", "logs"), ("eth#3", "blocks")),
+    )
+    rng = random.Random(3)
+    keys = {r: {f: rng.randrange(4) for f in ids} for r in join.readings}
+
+    def rows(term):
+        def pairs(a, b):
+            return [(keys[a][f], keys[b][g]) for f in term[a] for g in term[b]
+                    if keys[a][f] == keys[b][g]]  # fmt: skip
+
+        (a, b), (c, d) = join.branches
+        return [("one", *p) for p in pairs(a, b)] + [("two", *p) for p in pairs(c, d)]
+
+    streamed, history = [], frozenset()
+    for part in (frozenset({1, 2}), frozenset({3}), frozenset({4, 5, 6}), frozenset({7, 8})):
+        for term in join.terms(snapshot, part, history):
+            streamed += rows(term)
+        history |= part
+    assert sorted(streamed) == sorted(rows({r: frozenset(ids) for r in join.readings}))

@@ -118,7 +118,7 @@ def distinct_occurrences(
             continue
         if second.lastgroup not in ("word", "quoted"):
             continue
-        pair = (_identifier(first), _identifier(second))
+        pair = (identifier(first), identifier(second))
         if not is_table(*pair):
             continue
         counts[pair] = counts.get(pair, 0) + 1
@@ -159,7 +159,7 @@ def named_columns(sql: str) -> set[str] | None:
         if kind == "word" and token.group().lower() == "natural":
             return None
         if kind in ("word", "quoted"):
-            names.add(_identifier(token))
+            names.add(identifier(token))
     return names
 
 
@@ -168,7 +168,8 @@ def base_schema(schema: str) -> str:
     return schema.split(OCCURRENCE, 1)[0]
 
 
-def _identifier(match: re.Match) -> str:
+def identifier(match: re.Match) -> str:
+    """A word or quoted token as the identifier it names (an unquoted one lower-cased)."""
     text = match.group()
     return text[1:-1].replace('""', '"') if match.lastgroup == "quoted" else text.lower()
 

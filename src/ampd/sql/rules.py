@@ -95,12 +95,20 @@ def has_joins(frame: Any) -> bool:
 
 def check_streamable(frame: Any, sql: str) -> None:
     """Raise QueryRuleError for what ampd's streaming does not run although Amp's rules
-    allow it: a join and a UNION in one query (a join's microbatch is the sum of its
-    update terms; a union's is not). The UNION is looked for in the SQL: a table of many
-    files is itself a union in the plan."""
-    if has_joins(frame) and {"union", "intersect", "except"} & words(sql):
+    allow it: a join with a UNION other than top-level UNION ALL branches (a join's
+    microbatch is the sum of its update terms, taken branch by branch: sql/stream_joins.py).
+    The UNION is looked for in the SQL: a table of many files is itself a union in the plan."""
+    from ampd.sql.stream_joins import union_branches
+
+    if (
+        has_joins(frame)
+        and {"union", "intersect", "except"} & words(sql)
+        and union_branches(sql) is None
+    ):
         raise QueryRuleError(
-            f"{_STREAMING}: ampd does not run a join and a UNION in one streaming query yet"
+            f"{_STREAMING}: ampd runs a join with a UNION in a streaming query only as "
+            "top-level UNION ALL branches (not in a subquery, after a WITH, nor INTERSECT "
+            "or EXCEPT)"
         )
 
 

@@ -12,6 +12,11 @@ and the others the files the stream read before, and the terms' rows together ar
 joined rows, each once. Semi joins (`IN`, `EXISTS`) follow the same terms, as Amp treats
 them. A term where a reading has no files is empty and is not run. A part of n readings
 runs up to 2**n - 1 terms; more than MAX_READINGS readings are refused.
+
+A UNION ALL of such queries at the top level is the sum of its branches, each of which
+takes the rule for its own readings: a term of one branch gives the other branches' readings
+no files (they add no rows to it). A UNION ALL elsewhere (in a subquery, after a WITH), or
+INTERSECT / EXCEPT, together with a join is refused (`union_branches`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,15 @@ from dataclasses import dataclass
 
 from ampd.sql.catalog import CatalogSnapshot
 from ampd.sql.engine import QueryError
-from ampd.sql.references import base_schema, distinct_occurrences, resolve
+from ampd.sql.references import (
+    base_schema,
+    distinct_occurrences,
+    identifier,
+    resolve,
+    significant_tokens,
+)
 
-__all__ = ["MAX_READINGS", "StreamJoin", "join_terms"]
+__all__ = ["MAX_READINGS", "StreamJoin", "join_terms", "union_branches"]
 
 MAX_READINGS = 4
 Reading = tuple[str, str]  # (schema as the rewritten query names it, table)
@@ -34,6 +45,7 @@ Term = dict[Reading, frozenset[int]]
 class StreamJoin:
     sql: str  # the query with each reading of a table named apart
     readings: tuple[Reading, ...]
+    branches: tuple[tuple[Reading, ...], ...] = ()  # per top-level UNION ALL branch
 
     @classmethod
     def of(cls, sql: str, snapshot: CatalogSnapshot) -> StreamJoin:
@@ -50,7 +62,12 @@ class StreamJoin:
                 f"a streaming join reads at most {MAX_READINGS} tables; this query reads "
                 f"{len(readings)}",
             )
-        return cls(rewritten, tuple(readings))
+        branches = _branch_readings(rewritten, readings)
+        if any(not branch for branch in branches):
+            raise QueryError(
+                400, "INVALID_QUERY", "each branch of a streaming UNION ALL must read a table"
+            )
+        return cls(rewritten, tuple(readings), branches)
 
     def terms(
         self, snapshot: CatalogSnapshot, delta: frozenset[int], history: frozenset[int]
@@ -58,7 +75,13 @@ class StreamJoin:
         """The update terms of one microbatch part (`delta`: its files; `history`: those
         the stream read before)."""
         files = {r: _files(snapshot, *r) or frozenset() for r in self.readings}
-        return join_terms(files, delta, history)
+        if len(self.branches) < 2:
+            return join_terms(files, delta, history)
+        terms = []
+        for branch in self.branches:
+            for term in join_terms({r: files[r] for r in branch}, delta, history):
+                terms.append({r: term.get(r, frozenset()) for r in self.readings})
+        return terms
 
 
 def join_terms(
@@ -76,6 +99,48 @@ def join_terms(
         if all(term.values()):
             terms.append(term)
     return terms
+
+
+def union_branches(sql: str) -> list[tuple[int, int]] | None:
+    """The (start, end) offsets in `sql` of its top-level UNION ALL branches (one when it
+    has no UNION); None when a join there could not take the branch rule: a UNION without
+    ALL, INTERSECT or EXCEPT anywhere, a UNION inside parentheses, or a top-level WITH."""
+    tokens = significant_tokens(sql)
+    depth, start, spans = 0, 0, []
+    for i, token in enumerate(tokens):
+        text = token.group().lower() if token.lastgroup == "word" else token.group()
+        if token.lastgroup == "other" and text in "()":
+            depth += 1 if text == "(" else -1
+            continue
+        if token.lastgroup != "word":
+            continue
+        if text in ("intersect", "except") or (text == "with" and depth == 0 and i == 0):
+            return None
+        if text == "union":
+            following = tokens[i + 1].group().lower() if i + 1 < len(tokens) else ""
+            if depth != 0 or following != "all":
+                return None
+            spans.append((start, token.start()))
+            start = tokens[i + 1].end()
+    spans.append((start, len(sql)))
+    return spans
+
+
+def _branch_readings(sql: str, readings: list[Reading]) -> tuple[tuple[Reading, ...], ...]:
+    """The readings of each top-level UNION ALL branch of `sql` (one branch, with all of
+    them, when it has no top-level UNION ALL)."""
+    spans = union_branches(sql)
+    if spans is None or len(spans) < 2:
+        return (tuple(readings),)
+    tokens = significant_tokens(sql)
+    where: dict[Reading, int] = {}
+    for first, dot, second in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if dot.lastgroup != "dot" or first.lastgroup not in ("word", "quoted"):
+            continue
+        pair = (identifier(first), identifier(second))
+        if pair in readings and pair not in where:
+            where[pair] = next(b for b, (a, z) in enumerate(spans) if a <= first.start() < z)
+    return tuple(tuple(r for r in readings if where.get(r) == b) for b in range(len(spans)))
 
 
 def _files(snapshot: CatalogSnapshot, schema: str, table: str) -> frozenset[int] | None:
