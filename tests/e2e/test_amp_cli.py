@@ -178,3 +178,65 @@ def test_amps_cli_builds_registers_deploys_and_queries_a_derived_dataset(
         )
         assert got == sorted(cluster.events[event]), table  # type: ignore[attr-defined]
         assert len(got) == (8 if event == "Transfer" else 4)
+
+
+def test_amp_dev_registers_and_deploys_the_package_again_on_each_change(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`amp dev` watches amp.config.ts: on start and after each edit it registers the
+    package as the dataset's `dev` revision and deploys it; a worker materializes each, and
+    the edited table's rows follow the edit."""
+    pkg = package(tmp_path)
+    config = pkg / "amp.config.ts"
+    config.write_text(CONFIG.replace('name: "transfers"', 'name: "devset"'))
+    env = {"PATH": f"{NODE22}:{os.environ['PATH']}", "HOME": str(pkg), "NO_COLOR": "1"}
+    log = (tmp_path / "amp-dev.log").open("w")
+    dev = subprocess.Popen(
+        [str(AMP), "dev", "--admin-url", cluster.admin_url],
+        cwd=pkg, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def dev_revision() -> tuple[str, list[dict]] | None:
+        with cluster.api() as api:
+            answer = api.get("/datasets/cli/devset/versions")
+            if answer.status_code != 200 or not answer.json()["special_tags"].get("dev"):
+                return None
+            jobs = api.get("/datasets/cli/devset/versions/dev/jobs").json()["jobs"]
+        return answer.json()["special_tags"]["dev"], jobs
+
+    def transfer_values(hash_: str) -> list[int]:
+        table = cluster.read_table(hash_, "transfers")
+        return sorted(
+            int(v) for v in table.column("dec").combine_chunks().field("value").to_pylist()
+        )
+
+    try:
+        first = cluster.wait_until(
+            lambda: (got := dev_revision()) and got[1] and got, timeout=120, what="amp dev's deploy"
+        )
+        values = sorted(v for _, _, v in cluster.events["Transfer"])  # type: ignore[attr-defined]
+        cluster.wait_until(lambda: transfer_values(first[0]) == values, what="the first rows")
+        # An edit: the transfers table keeps only the large values.
+        limit = values[len(values) // 2]
+        config.write_text(
+            config.read_text().replace(
+                "WHERE topic0 = evm_topic('@T@')".replace("@T@", TRANSFER),
+                f"WHERE topic0 = evm_topic('{TRANSFER}') AND block_num >= 0 "
+                f"AND CAST(evm_decode_log(topic1, topic2, topic3, data, '{TRANSFER}')['value'] "
+                f"AS DECIMAL(38, 0)) >= {limit}",
+            )
+        )
+        second = cluster.wait_until(
+            lambda: (got := dev_revision()) and got[0] != first[0] and got,
+            timeout=120,
+            what="amp dev's deploy after the edit",
+        )
+        assert {j["descriptor"]["kind"] for j in second[1]} == {"materialize-derived"}
+        kept = [v for v in values if v >= limit]
+        cluster.wait_until(lambda: transfer_values(second[0]) == kept, what="the edited rows")
+    finally:
+        os.killpg(dev.pid, 15)
+        dev.wait(30)
+        log.close()
+    output = (tmp_path / "amp-dev.log").read_text()
+    assert "deploying cli/devset@dev" in output, output
