@@ -109,6 +109,26 @@ def test_schema_plans_calls_of_the_datasets_own_functions(cluster: Cluster):
     assert (status, answer["error_code"]) == (400, "INVALID_PLAN")
 
 
+def test_schema_plans_calls_of_a_derived_dependencys_functions(cluster: Cluster):
+    """`<alias>.<fn>(...)`: a derived dependency's JavaScript function, with its types."""
+    doubler = derived_manifest()
+    doubler["functions"] = {"double": DOUBLE}
+    body = {"namespace": "test", "name": "doubler", "version": "0.1.0", "manifest": doubler}
+    assert post(cluster, "/datasets", body)[0] == 201
+    sql = "SELECT block_num, d.double(block_num) AS twice FROM d.txs"
+    deps = {"d": "test/doubler@0.1.0"}
+    status, answer = post(cluster, "/schema", {"dependencies": deps, "tables": {"t": sql}})
+    assert status == 200, answer
+    assert answer["schemas"]["t"]["arrow"]["fields"][2] == {
+        "name": "twice", "type": "UInt64", "nullable": True
+    }  # fmt: skip
+    # Under another alias, or from a dependency without it, the call does not plan.
+    wrong = {"dependencies": deps, "tables": {"t": sql.replace("d.double", "e.double")}}
+    assert post(cluster, "/schema", wrong)[1]["error_code"] == "INVALID_PLAN"
+    raw = {"dependencies": DEP, "tables": {"t": "SELECT eth.double(gas_used) FROM eth.blocks"}}
+    assert post(cluster, "/schema", raw)[1]["error_code"] == "INVALID_PLAN"
+
+
 SCHEMA_ERRORS = [
     ({}, 400, "EMPTY_TABLES_AND_FUNCTIONS"),
     ({"tables": []}, 400, "INVALID_PAYLOAD_FORMAT"),

@@ -208,8 +208,9 @@ def test_a_derived_job_survives_a_metadata_database_restart(tmp_path, env: dict)
 
 
 def test_a_derived_dataset_over_a_derived_one(env: dict):
-    """A derived dataset whose only dependency is derived: its SQL reads the other's table,
-    its block headers come from the raw dataset under both."""
+    """A derived dataset whose only dependency is derived: its SQL reads the other's table
+    and calls its JavaScript function (`ev.tag`), its block headers come from the raw
+    dataset under both."""
     cluster, anvil = env["cluster"], env["anvil"]
     head = anvil.block_number()
     register(cluster, "base", {"kind": "evm-rpc", "network": "anvil", "start_block": 0})
@@ -224,7 +225,8 @@ def test_a_derived_dataset_over_a_derived_one(env: dict):
         "tables": {
             "quarters": {
                 "input": {
-                    "sql": "SELECT block_num, log_index FROM ev.even_logs WHERE log_index % 4 = 0"
+                    "sql": "SELECT block_num, log_index, ev.tag(log_index) AS t "
+                    "FROM ev.even_logs WHERE log_index % 4 = 0"
                 },
                 "schema": {
                     "arrow": {
@@ -232,6 +234,7 @@ def test_a_derived_dataset_over_a_derived_one(env: dict):
                             field("_block_num", "UInt64"),
                             field("block_num", "UInt64"),
                             field("log_index", "UInt32"),
+                            field("t", "Utf8", True),
                         ]
                     }
                 },
@@ -245,9 +248,9 @@ def test_a_derived_dataset_over_a_derived_one(env: dict):
     assert done["status"] == "COMPLETED", done
     table = cluster.read_table(hash_, "quarters")
     rows = sorted(
-        zip(*(table.column(c).to_pylist() for c in ("block_num", "log_index")), strict=True)
+        zip(*(table.column(c).to_pylist() for c in ("block_num", "log_index", "t")), strict=True)
     )
-    expected = [(n, i) for n, _, i, _ in node_even_logs(anvil, 0, head) if i % 4 == 0]
+    expected = [(n, i, f"log-{i}") for n, _, i, _ in node_even_logs(anvil, 0, head) if i % 4 == 0]
     assert rows == expected and expected
     files = cluster.committed_files(hash_)
     assert files and files[-1]["end_block"] == head, "committed through the raw head"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from ampd.datasets.registry import DatasetRegistry, RegistryError
 from ampd.metadb.db import MetadataDb
 from ampd.sql.derived_range import covered_through
 from ampd.sql.derived_schema import DerivedSchemaError, infer_schemas
+from ampd.sql.functions.js import JsFunction
 from ampd.sql.references import parse_reference
 
 
@@ -27,21 +29,23 @@ class DependencyNotFound(Exception):
         self.alias = alias
 
 
-async def dependency_tables(
-    registry: DatasetRegistry, dependencies: Mapping[str, str]
-) -> dict[str, dict[str, pa.Schema]]:
-    """alias -> the tables (and schemas) of the dataset revision it names; raises
-    DependencyNotFound for a dataset, version or hash the registry does not have."""
-    tables, _ = await dependency_revisions(registry, dependencies)
-    return tables
+@dataclass(frozen=True)
+class Dependencies:
+    """What a derived dataset's SQL is planned against, by alias."""
+
+    tables: dict[str, dict[str, pa.Schema]]  # its tables and their schemas
+    networks: dict[str, list[str]]  # the networks its tables are of
+    functions: dict[str, list[JsFunction]]  # a derived one's JavaScript functions
 
 
 async def dependency_revisions(
     registry: DatasetRegistry, dependencies: Mapping[str, str]
-) -> tuple[dict[str, dict[str, pa.Schema]], dict[str, list[str]]]:
-    """alias -> its tables and schemas, and alias -> the networks its tables are of."""
+) -> Dependencies:
+    """The dependencies' tables, networks and functions; raises DependencyNotFound for a
+    dataset, version or hash the registry does not have."""
     out: dict[str, dict[str, pa.Schema]] = {}
     networks: dict[str, list[str]] = {}
+    functions: dict[str, list[JsFunction]] = {}
     for alias, reference in dependencies.items():
         parsed = parse_reference(reference)
         if parsed is None or parsed.revision is None:
@@ -52,7 +56,9 @@ async def dependency_revisions(
             raise DependencyNotFound(alias, reference) from None
         out[alias] = dict(revision.manifest.schemas)
         networks[alias] = _networks(revision.manifest)
-    return out, networks
+        if isinstance(revision.manifest, DerivedManifest):
+            functions[alias] = list(revision.manifest.functions.values())
+    return Dependencies(out, networks, functions)
 
 
 def _networks(manifest: object) -> list[str]:
@@ -69,11 +75,16 @@ async def check_derived(registry: DatasetRegistry, manifest: DerivedManifest) ->
     registered dependencies and gives its declared schema (Amp's code for registration; the
     message names the cause and its own code)."""
     try:
-        tables = await dependency_tables(registry, manifest.dependencies)
+        deps = await dependency_revisions(registry, manifest.dependencies)
         sql = {name: table.sql for name, table in manifest.tables.items()}
         # Planning is CPU work for DataFusion: off the event loop.
         await asyncio.to_thread(
-            infer_schemas, sql, tables, manifest.schemas, list(manifest.functions.values())
+            infer_schemas,
+            sql,
+            deps.tables,
+            manifest.schemas,
+            list(manifest.functions.values()),
+            deps.functions,
         )
     except DependencyNotFound as exc:
         raise ApiError(400, "MANIFEST_VALIDATION_ERROR", f"DEPENDENCY_NOT_FOUND: {exc}") from None

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -54,6 +55,7 @@ class RevisionTables:
     kind: str = ""  # the manifest's kind and network: where eth_call finds its providers
     network: str = ""
     schemas: dict[str, pa.Schema] = field(default_factory=dict)  # the tables' schemas
+    functions: tuple[Any, ...] = ()  # a derived revision's JavaScript functions (JsFunction)
 
     def schema(self, table: str) -> pa.Schema:
         """A table's schema: a derived dataset's declared one, or the one its raw kind
@@ -110,7 +112,7 @@ class Catalog:
         self.footers = FooterCache(self._store, cache_size_mb * 1024 * 1024)
         self.remote = isinstance(self._store, CloudStore)
         self._snapshot: CatalogSnapshot | None = None
-        self._schemas: dict[str, dict[str, pa.Schema]] = {}  # derived manifests' tables
+        self._schemas: dict[str, tuple[dict[str, pa.Schema], tuple]] = {}  # derived manifests
         self._stale = True
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
@@ -175,13 +177,16 @@ class Catalog:
                 self.mark_stale()
                 await asyncio.sleep(0.5)
 
-    def _derived_schemas(self, manifest_hash: str, manifest: dict) -> dict[str, pa.Schema]:
-        """A derived manifest's declared schemas (parsed once per manifest)."""
+    def _derived(self, manifest_hash: str, manifest: dict) -> tuple[dict[str, pa.Schema], tuple]:
+        """A derived manifest's declared schemas and its functions (parsed once per
+        manifest)."""
         cached = self._schemas.get(manifest_hash)
         if cached is None:
             from ampd.datasets.registry import load_manifest
 
-            cached = self._schemas[manifest_hash] = dict(load_manifest(manifest).schemas)
+            parsed = load_manifest(manifest)
+            cached = (dict(parsed.schemas), tuple(parsed.functions.values()))
+            self._schemas[manifest_hash] = cached
         return cached
 
     async def _load(self) -> CatalogSnapshot:
@@ -206,13 +211,14 @@ class Catalog:
                 )
 
         kinds: dict[str, tuple[str, str]] = {}  # manifest hash -> (kind, network)
-        derived: dict[str, dict[str, pa.Schema]] = {}  # manifest hash -> its tables' schemas
+        # manifest hash -> its tables' schemas and its functions
+        derived: dict[str, tuple[dict[str, pa.Schema], tuple]] = {}
 
         def tables_of(manifest_hash: str) -> RevisionTables:
             # A registered revision that was never deployed has empty tables.
             tables = by_hash.get(manifest_hash, {})
             kind, network = kinds.get(manifest_hash, ("", ""))
-            schemas = derived[manifest_hash] if manifest_hash in derived else _raw_schemas(kind)
+            schemas, functions = derived.get(manifest_hash, (_raw_schemas(kind), ()))
             names = set(schemas)
             return RevisionTables(
                 manifest_hash,
@@ -220,6 +226,7 @@ class Catalog:
                 kind,
                 network,
                 schemas,
+                functions,
             )
 
         refs: dict[str, dict[str, str]] = {}
@@ -229,9 +236,7 @@ class Catalog:
             ]
             kinds[row["manifest_hash"]] = (row["kind"], row["network"] or "")
             if row["derived"] is not None and row["manifest_hash"] not in derived:
-                derived[row["manifest_hash"]] = self._derived_schemas(
-                    row["manifest_hash"], row["derived"]
-                )
+                derived[row["manifest_hash"]] = self._derived(row["manifest_hash"], row["derived"])
         # Hashes manifests had before they became Amp's (migration 0004) name them still.
         old_hashes: dict[str, list[str]] = {}
         for row in await self.db.fetch_all("manifest_aliases"):

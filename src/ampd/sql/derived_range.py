@@ -32,7 +32,7 @@ from datafusion.catalog import Catalog, Schema
 from ampd.datasets.derived import DerivedManifest
 from ampd.extract.chunk import BlockHeader, Chunk
 from ampd.sql.catalog import CatalogSnapshot, RevisionTables
-from ampd.sql.derived_schema import BLOCK_NUM, DerivedSchemaError
+from ampd.sql.derived_schema import BLOCK_NUM, DerivedSchemaError, js_functions
 from ampd.sql.engine import files_table
 from ampd.sql.functions import prepare, register_functions, restore_names
 from ampd.sql.functions.js import js_udf
@@ -137,6 +137,8 @@ def evaluate_range(
     register_functions(ctx)
     for fn in manifest.functions.values():
         ctx.register_udf(js_udf(fn))
+    for sql_name, fn in js_functions({a: r.functions for a, r in dependencies.items()}):
+        ctx.register_udf(js_udf(fn, sql_name))  # a derived dependency's, as `alias.fn`
 
     known = {(a, t) for a, r in dependencies.items() for t in r.tables}
     key = (manifest.hash, tuple(sorted((a, r.manifest_hash) for a, r in dependencies.items())))

@@ -35,7 +35,7 @@ from ampd.sql.functions.eth_call import EthCaller
 from ampd.sql.functions.js import JsFunction, js_udf
 from ampd.sql.rules import QueryRuleError, check_incremental, plan_nodes
 
-__all__ = ["BLOCK_NUM", "DerivedSchemaError", "infer_schemas"]
+__all__ = ["BLOCK_NUM", "DerivedSchemaError", "infer_schemas", "js_functions"]
 
 BLOCK_NUM = "_block_num"
 _OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
@@ -57,27 +57,38 @@ def infer_schemas(
     dependencies: Mapping[str, TableSchemas],
     declared: TableSchemas | None = None,
     functions: Sequence[JsFunction] = (),
+    dependency_functions: Mapping[str, Sequence[JsFunction]] | None = None,
 ) -> dict[str, pa.Schema]:
     """Each table's planned schema (`_block_num` first), planned in build order.
 
     `dependencies`: alias -> that dataset's tables and schemas. With `declared` (a
     manifest's schemas), later tables see their siblings' declared schemas, as a
     materialization writes them, and each planned schema must match its declared one.
-    `functions`: the dataset's JavaScript functions, which its SQL calls as `self.<name>`
+    `functions`: the dataset's JavaScript functions, which its SQL calls as `self.<name>`;
+    `dependency_functions`: alias -> a derived dependency's, called as `<alias>.<name>`
     (planned with their declared types, never run here).
     Raises DerivedSchemaError or DerivedManifestError."""
     planned: dict[str, pa.Schema] = {}
+    named = [*js_functions(dependency_functions or {}), *((f"self.{f.name}", f) for f in functions)]
     for name in table_order(sql_by_table):
         siblings = {t: (declared or planned)[t] for t in planned}
-        schema = _plan(name, sql_by_table[name], {**dependencies, "self": siblings}, functions)
+        schema = _plan(name, sql_by_table[name], {**dependencies, "self": siblings}, named)
         if declared is not None:
             _check_declared(name, declared[name], schema)
         planned[name] = schema
     return planned
 
 
+def js_functions(by_alias: Mapping[str, Sequence[JsFunction]]) -> list[tuple[str, JsFunction]]:
+    """(SQL name, function) of each dependency's JavaScript functions: `<alias>.<name>`."""
+    return [(f"{alias}.{fn.name}", fn) for alias, fns in by_alias.items() for fn in fns]
+
+
 def _plan(
-    name: str, sql: str, schemas: Mapping[str, TableSchemas], functions: Sequence[JsFunction]
+    name: str,
+    sql: str,
+    schemas: Mapping[str, TableSchemas],
+    functions: Sequence[tuple[str, JsFunction]],
 ) -> pa.Schema:
     ctx = SessionContext(SessionConfig().with_default_catalog_and_schema("datafusion", "public"))
     catalog = Catalog.memory_catalog()
@@ -90,8 +101,8 @@ def _plan(
     ctx.register_catalog_provider("datafusion", catalog)
     register_functions(ctx)
     try:
-        for fn in functions:
-            ctx.register_udf(js_udf(fn))
+        for sql_name, fn in functions:
+            ctx.register_udf(js_udf(fn, sql_name))
         # An eth_call is planned (its types checked) but never run here.
         prepared = prepare(ctx, sql, lambda site: EthCaller([]))
         frame = restore_names(ctx.sql_with_options(prepared, _OPTIONS))

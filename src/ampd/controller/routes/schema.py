@@ -64,18 +64,21 @@ async def analyze(request: Request) -> dict[str, Any]:
     if not tables:
         return {"schemas": {}}
     try:
-        deps, networks = await dependency_revisions(
-            context(request).registry, body.get("dependencies", {})
-        )
+        deps = await dependency_revisions(context(request).registry, body.get("dependencies", {}))
     except DependencyNotFound as exc:
         raise ApiError(404, "DEPENDENCY_NOT_FOUND", str(exc)) from None
     try:
         schemas = await asyncio.to_thread(
-            infer_schemas, tables, deps, None, list(checked.functions.values())
+            infer_schemas,
+            tables,
+            deps.tables,
+            None,
+            list(checked.functions.values()),
+            deps.functions,
         )
     except (DerivedSchemaError, DerivedManifestError) as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    read = _networks_read(tables, networks)
+    read = _networks_read(tables, deps.networks)
     try:
         return {"schemas": {name: _answer(schemas[name], read[name]) for name in sorted(schemas)}}
     except arrow_types.UnknownArrowType as exc:
