@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
-__all__ = ["BlockHeader", "Chunk", "ChunkSource", "ConversionError", "SourceError"]
+import numpy as np
+
+__all__ = [
+    "BlockHeader",
+    "Chunk",
+    "ChunkSource",
+    "ConversionError",
+    "LinkedHeaders",
+    "SourceError",
+    "linked_headers",
+]
 
 
 class BlockHeader(NamedTuple):
@@ -26,12 +36,63 @@ class BlockHeader(NamedTuple):
     timestamp: int  # seconds
 
 
+class LinkedHeaders(Sequence[BlockHeader]):
+    """The headers of consecutive blocks whose hash chain holds inside them, checked once
+    as whole arrays when they were made (`linked_headers`): the engine and the writers
+    check only where they meet the blocks before them. A header is made when asked for (a
+    derived chunk of 20,000 blocks no longer makes 20,000 of them, nor checks them one by
+    one in the engine and in each writer)."""
+
+    linked = True
+
+    def __init__(
+        self, first: int, hashes: np.ndarray, parents: np.ndarray, timestamps: np.ndarray
+    ) -> None:
+        self.first = first
+        self._hashes, self._parents, self._timestamps = hashes, parents, timestamps
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    @overload
+    def __getitem__(self, index: int) -> BlockHeader: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[BlockHeader]: ...
+
+    def __getitem__(self, index: int | slice) -> BlockHeader | list[BlockHeader]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return BlockHeader(
+            self.first + index,
+            "0x" + self._hashes[index].tobytes().hex(),
+            "0x" + self._parents[index].tobytes().hex(),
+            int(self._timestamps[index]),
+        )
+
+
+def linked_headers(
+    first: int, hashes: np.ndarray, parents: np.ndarray, timestamps: np.ndarray
+) -> Sequence[BlockHeader]:
+    """The headers of blocks first, first + 1, ... (`hashes`, `parents`: (n, 32) uint8;
+    `timestamps`: seconds): LinkedHeaders when each parent hash is the previous block's
+    hash, else a list of every header (where the engine finds the break and rewinds)."""
+    linked = LinkedHeaders(first, hashes, parents, timestamps)
+    if len(hashes) > 1 and not np.array_equal(parents[1:], hashes[:-1]):
+        return list(linked)
+    return linked
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Consecutive blocks, converted: one record batch per table, and the block headers."""
 
     batches: dict[str, Any]
-    headers: list[BlockHeader]
+    headers: Sequence[BlockHeader]
 
 
 class ChunkSource(Protocol):

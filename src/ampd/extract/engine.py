@@ -300,7 +300,13 @@ async def _produce(
     await out.put(None)
 
 
-def _check_chain(headers: list[BlockHeader], parent: str | None) -> str | None:
+def _check_chain(headers: Sequence[BlockHeader], parent: str | None) -> str | None:
+    if getattr(headers, "linked", False):  # linked inside: only where it meets `parent`
+        headers = [headers[0], headers[-1]] if len(headers) > 1 else headers[:1]
+        first = headers[0]
+        if parent is not None and first.parent_hash.lower() != parent:
+            raise ReorgDetected(first.number)
+        return headers[-1].hash.lower()
     for header in headers:
         if parent is not None and header.parent_hash.lower() != parent:
             raise ReorgDetected(header.number)

@@ -24,13 +24,14 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datafusion import DataFrame, SessionConfig, SessionContext, col, lit
 from datafusion.catalog import Catalog, Schema
 
 from ampd.datasets.derived import DerivedManifest
-from ampd.extract.chunk import BlockHeader, Chunk
+from ampd.extract.chunk import BlockHeader, Chunk, linked_headers
 from ampd.sql.catalog import CatalogSnapshot, RevisionTables
 from ampd.sql.derived_schema import BLOCK_NUM, DerivedSchemaError, js_functions
 from ampd.sql.engine import files_table
@@ -299,7 +300,7 @@ class _Recording:
 
 def _headers(
     ctx: SessionContext, dependencies: Mapping[str, RevisionTables], first: int, last: int
-) -> list[BlockHeader]:
+) -> Sequence[BlockHeader]:
     for alias, revision in dependencies.items():
         if "blocks" in revision.tables and "parent_hash" in revision.schema("blocks").names:
             rows = ctx.sql(
@@ -307,32 +308,27 @@ def _headers(
             ).to_arrow_table()
             if not _sorted(rows.column("block_num")):
                 rows = rows.sort_by("block_num")
-            numbers = rows.column("block_num").to_pylist()
-            if numbers != list(range(first, last + 1)):
+            numbers = rows.column("block_num").to_numpy()
+            if len(numbers) != last - first + 1 or not np.array_equal(
+                numbers, np.arange(first, last + 1, dtype=numbers.dtype)
+            ):
                 raise DerivedSchemaError(
                     "RANGE_NOT_COMMITTED",
                     f"blocks {first}..{last} of {alias!r} are not all committed",
                 )
             seconds = pc.divide(rows.column("timestamp").cast(pa.int64()), 1_000_000_000)
-            return list(
-                map(
-                    BlockHeader,
-                    numbers,
-                    _hexes(rows.column("hash")),
-                    _hexes(rows.column("parent_hash")),
-                    seconds.to_pylist(),
-                )
+            return linked_headers(
+                first,
+                _words(rows.column("hash")),
+                _words(rows.column("parent_hash")),
+                seconds.to_numpy(),
             )
     raise DerivedSchemaError("NO_BLOCKS", "no dependency has a blocks table to take headers from")
 
 
-def _hexes(column: pa.ChunkedArray) -> list[str]:
-    """A fixed-size binary column as 0x hex strings, hexed in one go."""
-    out: list[str] = []
-    for chunk in column.chunks:
-        width = chunk.type.byte_width
-        data = chunk.buffers()[1]
-        text = bytes(data[chunk.offset * width : (chunk.offset + len(chunk)) * width]).hex()
-        step = 2 * width
-        out += ["0x" + text[i : i + step] for i in range(0, len(text), step)]
-    return out
+def _words(column: pa.ChunkedArray) -> np.ndarray:
+    """A FixedSizeBinary(32) column as an (n, 32) uint8 array."""
+    chunk = column.combine_chunks()
+    width = chunk.type.byte_width
+    data = np.frombuffer(chunk.buffers()[1], np.uint8)
+    return data[chunk.offset * width : (chunk.offset + len(chunk)) * width].reshape(-1, width)

@@ -403,7 +403,9 @@ class TableWriter:
 
     def _check_blocks(self, blocks: Sequence[Block]) -> None:
         previous = self._previous
-        for block in blocks:
+        # Blocks known to be consecutive and linked (extract/chunk.py LinkedHeaders): only
+        # the first is checked against the block before them.
+        for block in blocks[:1] if getattr(blocks, "linked", False) else blocks:
             if previous is not None:
                 if block.number != previous.number + 1:
                     raise ValueError(
