@@ -68,26 +68,33 @@ def test_heartbeats_keep_their_pace_while_a_worker_extracts_flat_out(
     make_cluster, chain, record_property
 ) -> None:  # noqa: ANN001
     """Six segments on one worker at full speed, small chunks and a file per chunk: the
-    most work its event loop does. Its heartbeats (every second) must not fall behind."""
+    most work its event loop does. Its heartbeats (every second) must not fall behind.
+    However fast the machine, the worker is kept at it for at least three heartbeats: the
+    range is extracted again, as another dataset (another start block), until they are seen."""
     anvil, head = chain
     cluster = make_cluster(segment_blocks=100, writer={"bytes": 1})
     cluster.start_controller()
     cluster.start_worker("busy", env={"AMP_EXTRACT_CHUNK_BLOCKS": "10"})
-    manifest_hash = cluster.register()
     beats: list[float] = []
     with psycopg.connect(cluster.db_url, autocommit=True) as conn:
-        job_id = cluster.deploy({"end_block": str(head)})
-        while cluster.job(job_id)["status"] not in ("COMPLETED", "FAILED", "FATAL", "ERROR"):
-            (at,) = conn.execute(
-                "SELECT extract(epoch FROM heartbeat_at) FROM workers WHERE node_id = 'busy'"
-            ).fetchone()
-            if not beats or float(at) != beats[-1]:
-                beats.append(float(at))
-            time.sleep(0.05)
-    assert cluster.job(job_id)["status"] == "COMPLETED", cluster.logs()
-    assert_exact_output(cluster, manifest_hash, 0, head)
+        for start in range(10):
+            name = f"chain{start}"
+            manifest = {"kind": "evm-rpc", "network": "anvil", "start_block": start}
+            manifest_hash = cluster.register(name=name, manifest=manifest)
+            job_id = cluster.deploy({"end_block": str(head)}, ref=f"test/{name}/versions/1.0.0")
+            while cluster.job(job_id)["status"] not in ("COMPLETED", "FAILED", "FATAL", "ERROR"):
+                (at,) = conn.execute(
+                    "SELECT extract(epoch FROM heartbeat_at) FROM workers WHERE node_id = 'busy'"
+                ).fetchone()
+                if not beats or float(at) != beats[-1]:
+                    beats.append(float(at))
+                time.sleep(0.05)
+            assert cluster.job(job_id)["status"] == "COMPLETED", cluster.logs()
+            assert_exact_output(cluster, manifest_hash, start, head)
+            if len(beats) >= 3:
+                break
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
-    assert len(gaps) >= 2, f"the job ended before two heartbeats: {beats}"
+    assert len(gaps) >= 2, f"ten jobs ended before two heartbeats: {beats}"
     record_property("largest_heartbeat_gap_secs", round(max(gaps), 3))
     print(f"largest heartbeat gap {max(gaps):.3f} s over {len(gaps)} heartbeats")
     # The real bound is worker_timeout_secs (5 s): a gap that long looks like a dead worker.
