@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ampd.extract.fetch_processes import FetchProcesses
 from ampd.extract.parallel import ProcessPoolSource, WorkerProcessError, share_limits
 from ampd.providers.config import ProviderConfig, parse_provider
 from ampd.providers.evm_rpc import EvmRpcClient
@@ -111,6 +112,37 @@ async def test_closing_with_chunks_in_hand_stops_every_worker_cleanly(
     assert pool.exit_codes == [0, 0]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, WorkerProcessError) for r in results)
+
+
+async def test_a_chunk_its_provider_keeps_failing_holds_up_no_other_and_stops_when_dropped(
+    node: tuple[Anvil, ChainInfo], proxy: FaultProxy
+) -> None:
+    """One fetch process serving two provider sets, as a worker's segments of two datasets
+    share it: a chunk whose provider answers 503 for ever (retried for ever) neither holds
+    up a chunk of the other set asked for after it, nor goes on retrying once its caller
+    gives it up (the child cancels its work too)."""
+    anvil, chain = node
+    proxy.set_faults(Fault("http_503", method="eth_getBlockReceipts"))
+    shared = FetchProcesses(1)
+    failing = ProcessPoolSource("evm-rpc", [provider(proxy.url)], shared=shared)
+    healthy = ProcessPoolSource("evm-rpc", [provider(anvil.url)], shared=shared)
+    try:
+        stuck = asyncio.ensure_future(failing.chunk(chain.numbers[:2]))
+        while proxy.injected["http_503"] < 3:  # being retried
+            assert not stuck.done()
+            await asyncio.sleep(0.05)
+        chunk = await asyncio.wait_for(healthy.chunk(chain.numbers[:2]), timeout=30)
+        assert [h.number for h in chunk.headers] == chain.numbers[:2]
+        assert not stuck.done()
+        stuck.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stuck
+        await healthy.head()  # the child has read the cancel by the time it answers this
+        seen = proxy.requests
+        await asyncio.sleep(6.0)  # past the longest retry backoff (5 s)
+        assert proxy.requests <= seen + 1  # at most the one in flight at the cancel
+    finally:
+        await shared.aclose()
 
 
 # -- `ampd dump` as a process: signals -----------------------------------------------------

@@ -208,11 +208,22 @@ async def extract_range(
     sizer = ChunkSizer(tuning.chunk_blocks, in_flight, limits=limits)
     sizer.started()
     producer = asyncio.create_task(_produce(chunks, bounds, sizer, fetches, stop))
+    task: asyncio.Task[Chunk] | None = None  # the fetch in hand
     try:
         while True:
             task = await fetches.get()
             if task is None:
                 break
+            # Files whose time is up are closed and committed while the next chunk is still
+            # on its way (a slow or rate-limited provider), not only once it comes.
+            while not task.done() and not (stop is not None and stop.is_set()):
+                due = _flush_due_in(writers.values())
+                if due is None:
+                    break
+                if due > 0:
+                    await _wait_for(task, stop, due)
+                else:
+                    committed = await _commit_group(writers, group, on_commit, target, committed)
             chunk = await unless_stopped(task, stop)
             if chunk is None:
                 # Stopped while this chunk was still being fetched (a provider may be down
@@ -242,6 +253,8 @@ async def extract_range(
         await asyncio.shield(asyncio.ensure_future(_clean_up(writers, group, target)))
         raise
     finally:
+        if task is not None and not task.done():  # cancelled meanwhile (its segment moved)
+            task.cancel()
         if not producer.done():
             producer.cancel()
             # wait() never raises the producer's CancelledError, and lets ours through.
@@ -250,6 +263,23 @@ async def extract_range(
             leftover = fetches.get_nowait()
             if leftover is not None:
                 leftover.cancel()
+
+
+def _flush_due_in(writers: Iterable[TableWriter]) -> float | None:
+    """Seconds until the first open file is due to be closed for its age; None if none is."""
+    dues = [d for w in writers if (d := w.flush_due_in) is not None]
+    return min(dues) if dues else None
+
+
+async def _wait_for(task: asyncio.Task[Any], stop: asyncio.Event | None, timeout: float) -> None:
+    """Until `task` ends, `stop` is set or `timeout` seconds pass; `task` is left running."""
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    try:
+        await asyncio.wait([task] + ([stopped] if stopped else []), timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        if stopped is not None:
+            stopped.cancel()
 
 
 async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T | None:

@@ -8,9 +8,12 @@ segments, so that segments of one network share the provider's limits (see paral
 A child runs one event loop with a provider pool per provider set it was told of, of the
 set's kind (providers/kinds.py: the kind fetches and converts; this module knows none). It starts
 fetching a chunk as soon as the request arrives and converts the chunks whose blocks have
-come back in the order they were asked for: while it converts one chunk, the requests for
-its next ones are already with the node. Record batches come back as Arrow IPC, which costs
-little to move. Single calls (the head, one block's header) are answered as they finish.
+come back, the one asked for first first: while it converts one chunk, the requests for its
+next ones are already with the node, and a chunk that is slow to come back (its provider
+retried) holds up no other. Record batches come back as Arrow IPC, which costs little to
+move. Single calls (the head, one block's header) are answered as they finish. A request
+its owner gives up on (a segment that moved, a stop) is cancelled in the child too, so that
+its fetches do not take the provider's limits from the requests that are still wanted.
 
 A child dies with its owner: it is killed by the kernel when the owner dies (Linux's
 parent-death signal), and it stops when the owner's end of its pipe closes.
@@ -139,18 +142,23 @@ def _child_main(conn: Connection, parent: int, inherited: list[int]) -> None:
 async def _serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     pools: dict[str, tuple[SourceKind, Any]] = {}  # provider set -> its kind and pool
-    # Chunk fetches in the order their requests came, each already running; None: stop.
-    fetches: asyncio.Queue[tuple[int, SourceKind, asyncio.Task] | None] = asyncio.Queue()
-    running: set[asyncio.Task] = set()
+    work: dict[int, asyncio.Task] = {}  # every request in hand, by its number
+    fetched: dict[int, tuple[SourceKind, asyncio.Task]] = {}  # chunk fetches that ended
+    wake = asyncio.Event()  # a fetch ended, or the parent stopped
     stopping = False
 
-    def track(task: asyncio.Task) -> asyncio.Task:
-        running.add(task)
-        task.add_done_callback(running.discard)
-        return task
+    def on_fetched(seq: int, kind: SourceKind, task: asyncio.Task) -> None:
+        if not task.cancelled():  # cancelled: the parent no longer waits for it
+            fetched[seq] = (kind, task)
+            wake.set()
 
-    async def answer_call(seq: int, work: Any) -> None:
-        conn.send_bytes(pickle.dumps(await _call_result(seq, work)))
+    async def answer_call(seq: int, call: Any) -> None:
+        conn.send_bytes(pickle.dumps(await _call_result(seq, call)))
+
+    def start(seq: int, task: asyncio.Task) -> asyncio.Task:
+        work[seq] = task
+        task.add_done_callback(lambda _: work.pop(seq, None))
+        return task
 
     def on_request() -> None:
         nonlocal stopping
@@ -161,11 +169,16 @@ async def _serve(conn: Connection) -> None:
         if message == _SHUTDOWN:  # the parent stopped reading: drop the work in hand
             stopping = True
             loop.remove_reader(conn.fileno())
-            for task in list(running):
+            for task in list(work.values()):
                 task.cancel()
-            fetches.put_nowait(None)
+            wake.set()
             return
         op, seq, key, *args = pickle.loads(message)
+        if op == "cancel":  # the parent gave up on request `seq`: stop its work
+            task = work.get(seq)
+            if task is not None:
+                task.cancel()
+            return
         if op == "providers":
             kind_name, raw, max_attempts, finalized = args
             kind = source_kind(kind_name)
@@ -175,17 +188,24 @@ async def _serve(conn: Connection) -> None:
             return
         kind, pool = pools[key]
         if op == "blocks":
-            task = loop.create_task(kind.fetch(pool, args[0]))
-            fetches.put_nowait((seq, kind, track(task)))
+            task = start(seq, loop.create_task(kind.fetch(pool, args[0])))
+            task.add_done_callback(lambda t: on_fetched(seq, kind, t))
         elif op == "head":
-            track(loop.create_task(answer_call(seq, kind.head(pool, args[0]))))
+            start(seq, loop.create_task(answer_call(seq, kind.head(pool, args[0]))))
         elif op == "header":
-            track(loop.create_task(answer_call(seq, kind.header(pool, args[0]))))
+            start(seq, loop.create_task(answer_call(seq, kind.header(pool, args[0]))))
 
     loop.add_reader(conn.fileno(), on_request)
     try:
-        while (item := await fetches.get()) is not None:
-            result = await _chunk_result(*item)
+        while not stopping:
+            if not fetched:
+                wake.clear()
+                await wake.wait()
+                continue
+            # Of the chunks whose blocks are back, the one asked for first: one that is
+            # slow to come back (a provider retried) does not hold up the others.
+            seq = min(fetched)
+            result = await _chunk_result(seq, *fetched.pop(seq))
             if stopping:
                 break
             conn.send_bytes(pickle.dumps(result))
@@ -194,7 +214,7 @@ async def _serve(conn: Connection) -> None:
     finally:
         if not stopping:
             loop.remove_reader(conn.fileno())
-        for task in list(running):
+        for task in list(work.values()):
             task.cancel()
         await asyncio.gather(*(pool.aclose() for _, pool in pools.values()), return_exceptions=True)
 
@@ -209,13 +229,9 @@ async def _call_result(seq: int, work: Any) -> tuple:
 
 
 async def _chunk_result(seq: int, kind: SourceKind, fetch: asyncio.Task) -> tuple:
+    """The answer to chunk request `seq`, whose fetch has ended (not cancelled)."""
     try:
-        try:
-            raw = await fetch
-        except asyncio.CancelledError:
-            if fetch.cancelled():  # we dropped it (shutting down); not this coroutine's cancel
-                return ("cancelled", seq)
-            raise
+        raw = fetch.result()
         # Let requests that arrived meanwhile go out before this process is busy converting.
         await asyncio.sleep(0)
         batches, block_headers = kind.convert(raw)
@@ -327,6 +343,9 @@ class FetchProcesses:
             return await future
         finally:
             child.pending.pop(seq, None)  # a cancelled request's answer is dropped on arrival
+            if future.cancelled():  # given up (a segment moved): the child stops its work
+                with contextlib.suppress(OSError):
+                    child.conn.send_bytes(pickle.dumps(("cancel", seq, key)))
 
     def _on_result(self, child: _Child) -> None:
         try:

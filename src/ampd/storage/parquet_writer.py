@@ -232,6 +232,15 @@ class TableWriter:
             and self._clock() - f.opened_at >= self.settings.flush_interval_secs
         )
 
+    @property
+    def flush_due_in(self) -> float | None:
+        """Seconds until the open file is due to be closed for its age (0 if it is), or
+        None while no file with rows is open."""
+        f = self._file
+        if f is None or f.rows == 0:
+            return None
+        return max(0.0, f.opened_at + self.settings.flush_interval_secs - self._clock())
+
     async def write(
         self, batch: pa.RecordBatch | pa.Table | None, blocks: Sequence[Block]
     ) -> ClosedFile | None:
